@@ -1,0 +1,251 @@
+"""``unetr-bench``: time our UNETR and Swin UNETR against MONAI's, side by side.
+
+Both implementations get identical weights (ours loaded from MONAI's with
+:func:`unetr_lib.nets.load_monai_state_dict`) and the identical input; their runs are
+interleaved, alternating which goes first, so that both see the same machine state. On the CPU
+the task is the forward pass in inference mode; on CUDA it is forward + backward. Reported per
+model: median seconds, the ratio ours / MONAI (below 1 is faster), peak memory, and the largest
+absolute difference between the two outputs.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the growth of the resident
+set size during one forward pass, measured in a fresh process for each implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .nets import MONAI_TAPS, UNETR, SwinUNETR, load_monai_state_dict
+
+GiB = 2**30
+
+# name -> (our class, our kwargs, MONAI kwargs); sizes of the full benchmark and of --small
+CONFIGS = {
+    "unetr": {
+        "full": dict(size=128, ours=dict(in_channels=4, out_channels=3, taps=MONAI_TAPS),
+                     monai=dict(in_channels=4, out_channels=3)),
+        "small": dict(size=32, ours=dict(in_channels=4, out_channels=3, hidden_size=96, mlp_dim=192, num_heads=4,
+                                         taps=MONAI_TAPS),
+                      monai=dict(in_channels=4, out_channels=3, hidden_size=96, mlp_dim=192, num_heads=4)),
+    },
+    "swin_unetr": {
+        "full": dict(size=96, ours=dict(in_channels=4, out_channels=3, feature_size=48),
+                     monai=dict(in_channels=4, out_channels=3, feature_size=48)),
+        "small": dict(size=64, ours=dict(in_channels=4, out_channels=3, feature_size=12, num_heads=(1, 2, 2, 4)),
+                      monai=dict(in_channels=4, out_channels=3, feature_size=12, num_heads=(1, 2, 2, 4))),
+    },
+}
+
+
+def import_monai():
+    """MONAI is the reference; it comes with the ``test`` and ``book`` extras."""
+    try:
+        import monai.networks.nets as monai_nets
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise SystemExit("unetr-bench compares with MONAI: pip install -e '.[test]' (or pip install monai)") from error
+    return monai_nets
+
+
+def build_pair(model: str, size_name: str, size: int | None = None) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """MONAI's model with random weights, ours with the same weights, and the input shape."""
+    monai_nets = import_monai()
+    cfg = CONFIGS[model][size_name]
+    side = size or cfg["size"]
+    torch.manual_seed(0)
+    if model == "unetr":
+        reference = monai_nets.UNETR(img_size=side, **cfg["monai"])
+        ours = UNETR(img_size=side, **cfg["ours"])
+    else:
+        reference = monai_nets.SwinUNETR(**cfg["monai"])
+        ours = SwinUNETR(**cfg["ours"])
+    load_monai_state_dict(ours, reference.state_dict())
+    return ours, reference, (1, cfg["ours"]["in_channels"], side, side, side)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One benchmark step: forward in inference mode on the CPU, forward + backward on CUDA."""
+    if device.type == "cpu":
+        def step() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x)
+    else:
+        def step() -> torch.Tensor:
+            model.zero_grad(set_to_none=True)
+            out = model(x)
+            out.float().square().mean().backward()
+            return out.detach()
+    return step
+
+
+def interleaved_times(steps: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int,
+                      device: torch.device) -> dict[str, list[float]]:
+    """Run each step ``warmup`` times, then ``repeats`` rounds, alternating who goes first."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            sync(device)
+            start = time.perf_counter()
+            steps[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _cpu_peak_child(model: str, size_name: str, size: int, which: str, threads: int) -> float:
+    """In a fresh process: build one model, run one forward, return the RSS growth in GiB."""
+    torch.set_num_threads(threads)
+    ours, reference, shape = build_pair(model, size_name, size)
+    net = (ours if which == "ours" else reference).eval()
+    del reference, ours
+    x = torch.randn(shape)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        net(x)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) * 1024 / GiB  # ru_maxrss is in KiB on Linux
+
+
+def cpu_peak_memory(model: str, size_name: str, size: int, which: str) -> float:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_cpu_peak_child, (model, size_name, size, which, torch.get_num_threads()))
+
+
+def cuda_peak_memory(step: Callable[[], torch.Tensor], device: torch.device) -> float:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) / GiB
+
+
+def bench_model(model: str, size_name: str, size: int | None, device: torch.device, repeats: int,
+                warmup: int) -> dict:
+    """Benchmark one model: times, ratio, peak memory and output difference."""
+    ours, reference, shape = build_pair(model, size_name, size)
+    ours, reference = ours.to(device).eval(), reference.to(device).eval()
+    x = torch.randn(shape, device=device)
+    with torch.inference_mode():
+        max_abs_diff = (ours(x) - reference(x)).abs().max().item()
+    steps = {"ours": make_step(ours, x, device), "monai": make_step(reference, x, device)}
+    times = interleaved_times(steps, repeats, warmup, device)
+    result = {
+        "model": model,
+        "task": "forward" if device.type == "cpu" else "forward_backward",
+        "config": {"input_shape": list(shape), "size": size_name, "device": str(device)},
+        "max_abs_diff": max_abs_diff,
+    }
+    for name in ("ours", "monai"):
+        if device.type == "cpu":
+            peak = cpu_peak_memory(model, size_name, shape[-1], name)
+        else:
+            peak = cuda_peak_memory(steps[name], device)
+        result[name] = {"seconds": statistics.median(times[name]), "all_seconds": times[name], "peak_mem_gib": peak}
+    result["time_ratio"] = result["ours"]["seconds"] / result["monai"]["seconds"]
+    result["mem_ratio"] = result["ours"]["peak_mem_gib"] / max(result["monai"]["peak_mem_gib"], 1e-9)
+    return result
+
+
+def environment(device: torch.device) -> dict:
+    monai_nets = import_monai()
+    import monai
+
+    del monai_nets
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'model':<11} {'input':<18} {'ours s':>8} {'MONAI s':>8} {'ratio':>6} "
+             f"{'ours GiB':>9} {'MONAI GiB':>9} {'max|diff|':>10}"]
+    for r in results:
+        shape = "x".join(str(s) for s in r["config"]["input_shape"][1:])
+        lines.append(f"{r['model']:<11} {shape:<18} {r['ours']['seconds']:>8.3f} {r['monai']['seconds']:>8.3f} "
+                     f"{r['time_ratio']:>6.3f} {r['ours']['peak_mem_gib']:>9.3f} {r['monai']['peak_mem_gib']:>9.3f} "
+                     f"{r['max_abs_diff']:>10.2e}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="unetr-bench",
+        description="Time unetr_lib's UNETR and Swin UNETR against MONAI's (same weights, same input, "
+                    "interleaved runs). CPU: forward pass; CUDA: forward + backward.",
+    )
+    parser.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS),
+                        help="which models to benchmark (default: both)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per model (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny configurations (seconds, for a smoke test) instead of the paper's")
+    parser.add_argument("--unetr-size", type=int, default=None, help="UNETR input side (default 128)")
+    parser.add_argument("--swin-size", type=int, default=None, help="Swin UNETR input side (default 96)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="allow --json to replace an existing file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda asked for, but PyTorch sees no CUDA device")
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        parser.error(f"{args.json} exists; pass --overwrite to replace it")
+    for flag, value in (("--unetr-size", args.unetr_size), ("--swin-size", args.swin_size)):
+        if value is not None and (value <= 0 or value % 32):
+            parser.error(f"{flag} must be a positive multiple of 32, got {value}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    size_name = "small" if args.small else "full"
+    sizes = {"unetr": args.unetr_size, "swin_unetr": args.swin_size}
+    report = {**environment(device), "results": []}
+    for model in args.models:
+        print(f"benchmarking {model} ...", file=sys.stderr, flush=True)
+        report["results"].append(bench_model(model, size_name, sizes[model], device, args.repeats, args.warmup))
+    print(f"{report['device']}, torch {report['torch']}, MONAI {report['monai']}, {report['threads']} threads")
+    print(format_table(report["results"]))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
