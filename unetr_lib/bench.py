@@ -7,8 +7,9 @@ the task is the forward pass in inference mode; on CUDA it is forward + backward
 model: median seconds, the ratio ours / MONAI (below 1 is faster), peak memory, and the largest
 absolute difference between the two outputs.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the growth of the resident
-set size during one forward pass, measured in a fresh process for each implementation.
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU (Linux) how far the resident
+set size peaks above its level before one forward pass, measured in a fresh process for each
+implementation so that neither inherits the other's freed memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import multiprocessing
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -58,20 +58,26 @@ def import_monai():
     return monai_nets
 
 
-def build_pair(model: str, size_name: str, size: int | None = None) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
-    """MONAI's model with random weights, ours with the same weights, and the input shape."""
-    monai_nets = import_monai()
+def build_model(model: str, size_name: str, which: str, size: int | None = None) -> tuple[nn.Module, tuple[int, ...]]:
+    """One model with random weights, ``which`` = "ours" or "monai", and its input shape."""
     cfg = CONFIGS[model][size_name]
     side = size or cfg["size"]
-    torch.manual_seed(0)
-    if model == "unetr":
-        reference = monai_nets.UNETR(img_size=side, **cfg["monai"])
-        ours = UNETR(img_size=side, **cfg["ours"])
+    shape = (1, cfg["ours"]["in_channels"], side, side, side)
+    if which == "ours":
+        net = UNETR(img_size=side, **cfg["ours"]) if model == "unetr" else SwinUNETR(**cfg["ours"])
     else:
-        reference = monai_nets.SwinUNETR(**cfg["monai"])
-        ours = SwinUNETR(**cfg["ours"])
+        monai_nets = import_monai()
+        net = monai_nets.UNETR(img_size=side, **cfg["monai"]) if model == "unetr" else monai_nets.SwinUNETR(**cfg["monai"])
+    return net, shape
+
+
+def build_pair(model: str, size_name: str, size: int | None = None) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """MONAI's model with random weights, ours with the same weights, and the input shape."""
+    torch.manual_seed(0)
+    reference, shape = build_model(model, size_name, "monai", size)
+    ours, _ = build_model(model, size_name, "ours", size)
     load_monai_state_dict(ours, reference.state_dict())
-    return ours, reference, (1, cfg["ours"]["in_channels"], side, side, side)
+    return ours, reference, shape
 
 
 def sync(device: torch.device) -> None:
@@ -113,21 +119,31 @@ def interleaved_times(steps: dict[str, Callable[[], torch.Tensor]], repeats: int
     return times
 
 
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
 def _cpu_peak_child(model: str, size_name: str, size: int, which: str, threads: int) -> float:
-    """In a fresh process: build one model, run one forward, return the RSS growth in GiB."""
+    """In a fresh process: build one model, reset the peak resident set size (Linux's
+    ``clear_refs``), run one forward pass, and return how far the peak rose above the
+    resident size before it, in GiB: the memory the forward pass needed."""
     torch.set_num_threads(threads)
-    ours, reference, shape = build_pair(model, size_name, size)
-    net = (ours if which == "ours" else reference).eval()
-    del reference, ours
+    net, shape = build_model(model, size_name, which, size)
+    net.eval()
     x = torch.randn(shape)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets VmHWM to the current resident size
+    before = _proc_status_kib("VmRSS")
     with torch.inference_mode():
         net(x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) * 1024 / GiB  # ru_maxrss is in KiB on Linux
+    return (_proc_status_kib("VmHWM") - before) * 1024 / GiB
 
 
-def cpu_peak_memory(model: str, size_name: str, size: int, which: str) -> float:
+def cpu_peak_memory(model: str, size_name: str, size: int, which: str) -> float | None:
+    """The forward pass's peak memory on the CPU, measured in a fresh process (Linux only)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return pool.apply(_cpu_peak_child, (model, size_name, size, which, torch.get_num_threads()))
@@ -164,15 +180,15 @@ def bench_model(model: str, size_name: str, size: int | None, device: torch.devi
             peak = cuda_peak_memory(steps[name], device)
         result[name] = {"seconds": statistics.median(times[name]), "all_seconds": times[name], "peak_mem_gib": peak}
     result["time_ratio"] = result["ours"]["seconds"] / result["monai"]["seconds"]
-    result["mem_ratio"] = result["ours"]["peak_mem_gib"] / max(result["monai"]["peak_mem_gib"], 1e-9)
+    peaks = result["ours"]["peak_mem_gib"], result["monai"]["peak_mem_gib"]
+    result["mem_ratio"] = peaks[0] / peaks[1] if None not in peaks and peaks[1] > 0 else None
     return result
 
 
 def environment(device: torch.device) -> dict:
-    monai_nets = import_monai()
+    import_monai()
     import monai
 
-    del monai_nets
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
@@ -182,13 +198,17 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def gib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def format_table(results: list[dict]) -> str:
     lines = [f"{'model':<11} {'input':<18} {'ours s':>8} {'MONAI s':>8} {'ratio':>6} "
              f"{'ours GiB':>9} {'MONAI GiB':>9} {'max|diff|':>10}"]
     for r in results:
         shape = "x".join(str(s) for s in r["config"]["input_shape"][1:])
         lines.append(f"{r['model']:<11} {shape:<18} {r['ours']['seconds']:>8.3f} {r['monai']['seconds']:>8.3f} "
-                     f"{r['time_ratio']:>6.3f} {r['ours']['peak_mem_gib']:>9.3f} {r['monai']['peak_mem_gib']:>9.3f} "
+                     f"{r['time_ratio']:>6.3f} {gib(r['ours']['peak_mem_gib']):>9} {gib(r['monai']['peak_mem_gib']):>9} "
                      f"{r['max_abs_diff']:>10.2e}")
     return "\n".join(lines)
 

@@ -122,23 +122,29 @@ class WindowAttention(nn.Module):
         index = self.relative_position_index[:n, :n].reshape(-1)  # (n²,)
         return self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1)  # (heads, n, n)
 
+    def logit_bias(self, n: int, mask: torch.Tensor | None, num_windows_total: int) -> torch.Tensor:
+        """What is added to q kᵀ / √K_h: the position bias, plus the shift mask if any.
+
+        Returns a 4D tensor that broadcasts against the logits (B * nW, heads, n, n); keeping it
+        4D lets ``scaled_dot_product_attention`` use its fused kernel on the CPU."""
+        bias = self.bias(n)[None]  # (1, heads, n, n)
+        if mask is None:
+            return bias
+        nw = mask.shape[0]
+        bias = bias + mask[:, None]  # (nW, heads, n, n)
+        return bias.expand(num_windows_total // nw, *bias.shape).reshape(num_windows_total, *bias.shape[1:])
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B * num_windows, n, C); mask: (num_windows, n, n) or None."""
+        """x: (B * nW, n, C), the tokens of every window; mask: (nW, n, n) or None."""
         bw, n, c = x.shape
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        logit_bias = self.bias(n)  # (heads, n, n)
-        if mask is not None:
-            nw = mask.shape[0]
-            q, k, v = (t.reshape(bw // nw, nw, *t.shape[1:]) for t in (q, k, v))  # (B, nW, heads, n, K_h)
-            logit_bias = logit_bias + mask[:, None]  # (nW, heads, n, n)
+        bias = self.logit_bias(n, mask, bw).to(q.dtype)  # (B * nW or 1, heads, n, n)
         p = self.attn_drop if self.training else 0.0
         if self.fast:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=logit_bias.to(q.dtype), dropout_p=p,
-                                                 scale=self.scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
         else:
-            A = torch.softmax((q * self.scale) @ k.transpose(-2, -1) + logit_bias, dim=-1)  # (..., heads, n, n)
-            out = F.dropout(A, p=p) @ v  # (..., heads, n, K_h)
-        out = out.reshape(bw, self.num_heads, n, -1)  # (B * nW, heads, n, K_h)
+            A = torch.softmax((q * self.scale) @ k.transpose(-2, -1) + bias, dim=-1)  # (B * nW, heads, n, n)
+            out = F.dropout(A, p=p) @ v  # (B * nW, heads, n, K_h)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B * nW, n, C)
 
 
