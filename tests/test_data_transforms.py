@@ -1,0 +1,50 @@
+"""The MONAI pipelines give batches of the right shapes, dtypes and values."""
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader
+
+from fake_data import brats2021_case, msd_task01
+from unetr_lib.data import find_cases
+from unetr_lib.data.transforms import make_dataset, train_transforms, val_transforms
+
+
+@pytest.fixture
+def mixed_cases(tmp_path):
+    brats2021_case(tmp_path / "brats", "BraTS2021_00000")
+    brats2021_case(tmp_path / "brats", "BraTS2021_00001")
+    msd_task01(tmp_path / "msd")
+    return find_cases(tmp_path / "brats") + [c for c in find_cases(tmp_path / "msd") if c.label is not None]
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_training_batch(mixed_cases, tmp_path, cache):
+    data = make_dataset(mixed_cases, train_transforms(roi=(16, 16, 8)), cache=cache, cache_dir=tmp_path / "cache")
+    batch = next(iter(DataLoader(data, batch_size=3, shuffle=False)))
+    image, label = batch["image"], batch["label"]
+    assert image.shape == (3, 4, 16, 16, 8) and image.dtype == torch.float32
+    assert label.shape == (3, 3, 16, 16, 8) and set(label.unique().tolist()) <= {0.0, 1.0}
+    assert image.abs().max() < 10  # z-scored
+    assert (label[:, 2] <= label[:, 0]).all() and (label[:, 0] <= label[:, 1]).all()  # ET in TC in WT
+
+
+def test_validation_keeps_the_whole_brain_and_the_msd_et(mixed_cases):
+    data = make_dataset(mixed_cases, val_transforms(), cache="none")
+    brats, msd = data[0], data[2]
+    assert brats["image"].shape == (4, 20, 16, 12)  # cropped to the non-zero box
+    for item in (brats, msd):
+        image = item["image"]
+        inside = image[0] != 0
+        np.testing.assert_allclose(image[0][inside].mean().item(), 0, atol=1e-5)
+        assert item["label"].shape == (3, *image.shape[1:])
+    assert brats["label"][2].sum() == msd["label"][2].sum() > 0  # same tumour, ET found in both schemes
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="roi must be three"):
+        train_transforms(roi=(64, 64))
+    with pytest.raises(ValueError, match="cache_dir"):
+        make_dataset([{"image": "x"}], val_transforms(), cache="disk")
+    with pytest.raises(ValueError, match="no cases"):
+        make_dataset([], val_transforms())

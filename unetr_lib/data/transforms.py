@@ -1,0 +1,118 @@
+"""MONAI dictionary pipelines for training and validation, as the reference BraTS recipes do.
+
+Each case is a dictionary (``Case.as_dict()``): ``image`` (four files, or one 4D MSD file),
+``label`` (in the case's own scheme), ``scheme`` and ``case_id``. The pipelines:
+
+* shared, deterministic (cached): load -> channel first -> RAS orientation -> crop to the
+  brain (the non-zero voxels) -> z-score each channel over its non-zero voxels;
+* training, random: pad to the ROI -> a random ROI crop centred on tumour with probability
+  ``pos / (pos + neg)`` -> labels to regions (TC, WT, ET) -> flips along each axis ->
+  intensity scale and shift;
+* validation: labels to regions on the whole volume (for sliding-window inference).
+
+Chapter 5 shows the volume after each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai import transforms as T
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+from .labels import get_scheme
+from .layout import Case
+
+DEFAULT_ROI = (128, 128, 128)
+
+
+class ToRegionsd(T.MapTransform):
+    """Turn a label map (1, H, W, D) written in the case's scheme into float regions
+    (3, H, W, D): TC, WT, ET. The scheme is read from ``data[scheme_key]`` per case, so BraTS
+    2021, BraTS 2023 and MSD cases can be mixed in one data set without the label trap."""
+
+    def __init__(self, keys: str | Sequence[str] = "label", scheme_key: str = "scheme",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scheme_key = scheme_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        scheme = get_scheme(d[self.scheme_key])
+        for key in self.key_iterator(d):
+            label = d[key]  # (1, H, W, D)
+            scheme.check(label, source=f"the label of case {d.get('case_id', '?')}")
+            d[key] = torch.stack(list(scheme.to_regions(label[0]))).float()  # (3, H, W, D)
+        return d
+
+
+def load_transforms() -> list:
+    """The deterministic steps every pipeline starts with."""
+    return [
+        T.LoadImaged(keys=["image", "label"], ensure_channel_first=True, allow_missing_keys=True),
+        T.Orientationd(keys=["image", "label"], axcodes="RAS", labels=None, allow_missing_keys=True),
+        T.CropForegroundd(keys=["image", "label"], source_key="image", allow_missing_keys=True),
+        T.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
+    ]
+
+
+def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: float = 1.0,
+                     flip_prob: float = 0.5, intensity: float = 0.1) -> T.Compose:
+    """The training pipeline: random ROI crops biased towards tumour, flips, intensity jitter.
+
+    Args:
+        roi: the crop size (H, W, D); the model sees this, not the whole volume.
+        pos, neg: a crop is centred on a tumour voxel with probability pos / (pos + neg).
+        flip_prob: probability of a flip along each axis.
+        intensity: scale factors in [1 - intensity, 1 + intensity], shifts in [-intensity, intensity].
+    """
+    roi = tuple(int(r) for r in roi)
+    if len(roi) != 3 or min(roi) < 1:
+        raise ValueError(f"roi must be three positive ints (H, W, D), got {roi}")
+    return T.Compose(load_transforms() + [
+        T.SpatialPadd(keys=["image", "label"], spatial_size=roi),
+        # no image_key: after z-scoring half the brain is below 0 and would never be sampled as background
+        T.RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=roi, pos=pos, neg=neg,
+                                 num_samples=1),
+        ToRegionsd(keys="label"),
+        T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=0),
+        T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=1),
+        T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=2),
+        T.RandScaleIntensityd(keys="image", factors=intensity, prob=1.0),
+        T.RandShiftIntensityd(keys="image", offsets=intensity, prob=1.0),
+        T.EnsureTyped(keys=["image", "label"], track_meta=False),
+    ])
+
+
+def val_transforms() -> T.Compose:
+    """The validation pipeline: the whole (brain-cropped, normalised) volume and its regions."""
+    return T.Compose(load_transforms() + [ToRegionsd(keys="label", allow_missing_keys=True)])
+
+
+def make_dataset(cases: Sequence[Case | dict], transform: T.Compose, cache: str = "memory",
+                 cache_dir: str | Path | None = None, num_workers: int = 0) -> Dataset:
+    """A data set of ``cases`` whose deterministic steps are computed once and cached.
+
+    Args:
+        cases: :class:`Case` objects (from ``find_cases``) or their dictionaries.
+        transform: ``train_transforms(...)`` or ``val_transforms()``.
+        cache: "memory" (MONAI CacheDataset), "disk" (PersistentDataset in ``cache_dir``) or
+            "none". Random steps are never cached, so every epoch sees new crops.
+        cache_dir: the folder for the disk cache; yours to choose and to delete.
+        num_workers: threads used to fill the memory cache.
+    """
+    items = [c.as_dict() if isinstance(c, Case) else dict(c) for c in cases]
+    if not items:
+        raise ValueError("no cases given to make_dataset")
+    if cache == "memory":
+        return CacheDataset(items, transform, num_workers=num_workers, progress=False)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError('cache="disk" needs a cache_dir')
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform, cache_dir=cache_dir)
+    if cache == "none":
+        return Dataset(items, transform)
+    raise ValueError(f'cache must be "memory", "disk" or "none", got {cache!r}')
