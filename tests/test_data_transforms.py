@@ -48,3 +48,12 @@ def test_bad_arguments():
         make_dataset([{"image": "x"}], val_transforms(), cache="disk")
     with pytest.raises(ValueError, match="no cases"):
         make_dataset([], val_transforms())
+
+
+def test_class_targets_are_canonical(mixed_cases):
+    data = make_dataset(mixed_cases, val_transforms(target="classes"), cache="none")
+    brats, msd = data[0]["label"], data[2]["label"]
+    assert brats.shape[0] == 1 and set(brats.unique().tolist()) == {0, 1, 2, 3}
+    assert (brats == 3).sum() == (msd == 3).sum() > 0  # ET is 3 in the canonical numbering for both
+    with pytest.raises(ValueError, match="target must be"):
+        val_transforms(target="labels")

@@ -22,7 +22,7 @@ import torch
 from monai import transforms as T
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
-from .labels import get_scheme
+from .labels import CANONICAL, get_scheme
 from .layout import Case
 
 DEFAULT_ROI = (128, 128, 128)
@@ -48,6 +48,35 @@ class ToRegionsd(T.MapTransform):
         return d
 
 
+class ToClassesd(T.MapTransform):
+    """Renumber a label map (1, H, W, D) from the case's scheme into the canonical classes
+    0 background, 1 NCR, 2 ED, 3 ET, for losses that take one softmax over J = 4 classes."""
+
+    def __init__(self, keys: str | Sequence[str] = "label", scheme_key: str = "scheme",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scheme_key = scheme_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        scheme = get_scheme(d[self.scheme_key])
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key])  # (1, H, W, D)
+            scheme.check(label, source=f"the label of case {d.get('case_id', '?')}")
+            d[key] = scheme.convert(label.long(), to=CANONICAL)  # (1, H, W, D) in 0..3
+        return d
+
+
+TARGETS = {"regions": ToRegionsd, "classes": ToClassesd}
+
+
+def target_transform(target: str, **kwargs) -> T.MapTransform:
+    """``regions`` (TC, WT, ET masks, for sigmoid losses) or ``classes`` (canonical 0..3)."""
+    if target not in TARGETS:
+        raise ValueError(f'target must be "regions" or "classes", got {target!r}')
+    return TARGETS[target](keys="label", **kwargs)
+
+
 def load_transforms() -> list:
     """The deterministic steps every pipeline starts with."""
     return [
@@ -59,7 +88,7 @@ def load_transforms() -> list:
 
 
 def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: float = 1.0,
-                     flip_prob: float = 0.5, intensity: float = 0.1) -> T.Compose:
+                     flip_prob: float = 0.5, intensity: float = 0.1, target: str = "regions") -> T.Compose:
     """The training pipeline: random ROI crops biased towards tumour, flips, intensity jitter.
 
     Args:
@@ -67,6 +96,7 @@ def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: fl
         pos, neg: a crop is centred on a tumour voxel with probability pos / (pos + neg).
         flip_prob: probability of a flip along each axis.
         intensity: scale factors in [1 - intensity, 1 + intensity], shifts in [-intensity, intensity].
+        target: "regions" (TC, WT, ET) or "classes" (canonical 0..3), see :func:`target_transform`.
     """
     roi = tuple(int(r) for r in roi)
     if len(roi) != 3 or min(roi) < 1:
@@ -76,7 +106,7 @@ def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: fl
         # no image_key: after z-scoring half the brain is below 0 and would never be sampled as background
         T.RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=roi, pos=pos, neg=neg,
                                  num_samples=1),
-        ToRegionsd(keys="label"),
+        target_transform(target),
         T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=0),
         T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=1),
         T.RandFlipd(keys=["image", "label"], prob=flip_prob, spatial_axis=2),
@@ -86,9 +116,9 @@ def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: fl
     ])
 
 
-def val_transforms() -> T.Compose:
-    """The validation pipeline: the whole (brain-cropped, normalised) volume and its regions."""
-    return T.Compose(load_transforms() + [ToRegionsd(keys="label", allow_missing_keys=True)])
+def val_transforms(target: str = "regions") -> T.Compose:
+    """The validation pipeline: the whole (brain-cropped, normalised) volume and its target."""
+    return T.Compose(load_transforms() + [target_transform(target, allow_missing_keys=True)])
 
 
 def make_dataset(cases: Sequence[Case | dict], transform: T.Compose, cache: str = "memory",

@@ -1,5 +1,6 @@
 """The networks of the book, written from scratch: ViT pieces, UNETR, Swin UNETR, a 3D U-Net."""
 
+from .factory import MODELS, build_model
 from .monai_compat import load_monai_state_dict, monai_key_to_ours
 from .swin_unetr import SwinUNETR
 from .unet import UNet3D
@@ -7,6 +8,6 @@ from .unetr import MONAI_TAPS, UNETR, count_parameters
 from .vit import MLP, MultiHeadSelfAttention, PatchEmbedding, TransformerBlock, ViT
 
 __all__ = [
-    "MLP", "MONAI_TAPS", "MultiHeadSelfAttention", "PatchEmbedding", "SwinUNETR", "TransformerBlock", "UNETR",
-    "UNet3D", "ViT", "count_parameters", "load_monai_state_dict", "monai_key_to_ours",
+    "MLP", "MODELS", "MONAI_TAPS", "MultiHeadSelfAttention", "PatchEmbedding", "SwinUNETR", "TransformerBlock", "UNETR",
+    "UNet3D", "ViT", "build_model", "count_parameters", "load_monai_state_dict", "monai_key_to_ours",
 ]

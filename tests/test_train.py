@@ -1,0 +1,94 @@
+"""The training engine: exact resume, divergence, output protection, configuration."""
+
+import json
+
+import pytest
+import torch
+
+from fake_data import brats2021_case, msd_task01
+from unetr_lib import train as train_module
+from unetr_lib.checkpoint import read_checkpoint
+from unetr_lib.config import build_config
+from unetr_lib.train import TrainingDiverged, main, train
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "data"
+    for i in range(3):
+        brats2021_case(root / "brats", f"BraTS2021_0000{i}")
+    msd_task01(root / "msd")
+    return root
+
+
+def tiny(data_root, out_dir, **overrides):
+    settings = dict(model="unet3d", profile="cpu", data_root=str(data_root), out_dir=str(out_dir), roi=(16, 16, 16),
+                    model_kwargs={"channels": (4, 8)}, batch_size=2, epochs=2, steps_per_epoch=2, val_fraction=0.25,
+                    cache="none", cache_dir=str(out_dir / "cache"), sw_batch_size=2)
+    settings.update(overrides)
+    return build_config(settings)
+
+
+def test_resume_continues_exactly(data_root, tmp_path):
+    straight = train(tiny(data_root, tmp_path / "a"), progress=False)
+    assert straight["step"] == 4 and straight["status"] == "finished"
+    first = train(tiny(data_root, tmp_path / "b", stop_at_step=2), progress=False)
+    assert first["step"] == 2 and first["status"] == "stopped"
+    second = train(tiny(data_root, tmp_path / "b"), resume=True, progress=False)
+    assert second["step"] == 4
+    a, b = (read_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_writes_log_curves_and_checkpoints(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run", val_every=1), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("loss" in r for r in rows) == 4 and sum("val_mean" in r for r in rows) == 2
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["config"]["model"] == "unet3d" and set(best) >= {"optimizer", "scheduler", "scaler", "step", "rng"}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    train(tiny(data_root, tmp_path / "run", stop_at_step=2), progress=False)
+    monkeypatch.setitem(train_module.LOSSES, "region_dice", lambda logits, label: logits.sum() * float("nan"))
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 3"):
+        train(tiny(data_root, tmp_path / "run"), resume=True, progress=False)
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+
+
+def test_an_existing_run_is_not_overwritten(data_root, tmp_path, capsys):
+    train(tiny(data_root, tmp_path / "run", stop_at_step=1), progress=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tiny(data_root, tmp_path / "run"), progress=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        train(tiny(data_root, tmp_path / "other"), resume=True, progress=False)
+
+
+def test_dice_ce_loss_trains_on_classes(data_root, tmp_path):
+    summary = train(tiny(data_root, tmp_path / "run", loss="dice_ce", epochs=1), progress=False)
+    assert summary["step"] == 2 and 0 <= summary["best_dice"] <= 1
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["model"]["out.bias"].shape == (4,)
+
+
+def test_config_precedence_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: swin_unetr\nlr: 0.01\nroi: [64, 64, 64]\n")
+    config = build_config({"lr": 0.02, "profile": "cpu"}, yaml_path=path)
+    assert config.model == "swin_unetr" and config.lr == 0.02 and config.roi == (64, 64, 64)
+    assert config.model_kwargs == {"feature_size": 12, "num_heads": (1, 2, 2, 4)}  # the cpu profile's size
+    assert build_config({"profile": "h100", "model": "unetr"}).amp == "bf16"
+    with pytest.raises(ValueError, match="unknown settings"):
+        build_config({"learning_rate": 1})
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_config({"model": "swin_unetr", "roi": (48, 48, 48), "profile": "cpu"})
+    with pytest.raises(ValueError, match="unknown profile"):
+        build_config({"profile": "tpu"})
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--resume" in capsys.readouterr().out
+    assert main(["--profile", "cpu", "--model", "vit", "--out-dir", str(tmp_path)]) == 1
+    assert "model must be one of" in capsys.readouterr().err

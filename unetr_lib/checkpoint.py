@@ -1,0 +1,102 @@
+"""Checkpoints that know their model, written atomically.
+
+A checkpoint holds the model's weights and the full training configuration (so inference needs
+no model flags), plus the optimizer, scheduler, grad scaler, step and random states that an
+exact resume needs. It is written to a temporary file and renamed, so a crash mid-write never
+leaves a broken ``last.pt`` behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .config import TrainConfig
+from .nets import build_model
+
+FORMAT_VERSION = 1
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: TrainConfig, **state: Any) -> Path:
+    """Write ``path`` atomically: model weights, config, and any training ``state``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves the plain model's keys
+    payload = {"format_version": FORMAT_VERSION, "unetr_lib": __version__, "config": dataclasses.asdict(config),
+               "model": model.state_dict(), "rng": rng_states(), **state}
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint's dictionary, checking that it is one of ours and of a known version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: cannot read it as a PyTorch checkpoint ({error})") from error
+    if not isinstance(payload, dict) or "config" not in payload or "format_version" not in payload:
+        raise ValueError(f"{path} is not a unetr_lib checkpoint (no model configuration inside); MONAI weights "
+                         "load with unetr_lib.nets.load_monai_state_dict")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {payload['format_version']}; this unetr_lib "
+                         f"({__version__}) reads format {FORMAT_VERSION}")
+    return payload
+
+
+def config_of(payload: dict) -> TrainConfig:
+    settings = dict(payload["config"])
+    for name in ("roi", "synthetic_shape"):
+        settings[name] = tuple(settings[name])
+    return TrainConfig(**settings)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
+    payload = read_checkpoint(path)
+    config = config_of(payload)
+    model = build_model(config.model, 4, out_channels(config), config.roi, **config.model_kwargs)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its weights do not fit a {config.model} built from its own configuration "
+                         f"({str(error).splitlines()[0]})") from error
+    return model.eval(), config
+
+
+def out_channels(config: TrainConfig) -> int:
+    """3 regions (TC, WT, ET) for the sigmoid loss; 4 classes (background, NCR, ED, ET) for softmax."""
+    return 4 if config.loss == "dice_ce" else 3
