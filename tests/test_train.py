@@ -92,3 +92,13 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().out
     assert main(["--profile", "cpu", "--model", "vit", "--out-dir", str(tmp_path)]) == 1
     assert "model must be one of" in capsys.readouterr().err
+
+
+def test_cuda_out_of_memory_names_the_settings_to_lower(monkeypatch, tmp_path, capsys):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(train_module, "train", out_of_memory)
+    assert main(["--profile", "cpu", "--out-dir", str(tmp_path)]) == 1
+    message = capsys.readouterr().err
+    assert "--batch-size" in message and "--roi" in message and "--amp" in message
