@@ -92,6 +92,12 @@ def test_bad_input_is_explained(shape, message):
         model(torch.randn(*shape))
 
 
+def test_tokens_of_the_wrong_size_are_explained():
+    model = UNETR(4, 3, 32, **SMALL)
+    with pytest.raises(ValueError, match=r"expected tokens \(B, N=8, K=48\)"):
+        model.tokens_to_volume(torch.randn(1, 9, 48))
+
+
 def test_gradients_reach_every_parameter():
     model = UNETR(4, 3, 32, num_layers=4, **SMALL)
     model(torch.randn(1, 4, 32, 32, 32)).square().mean().backward()

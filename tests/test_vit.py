@@ -20,6 +20,7 @@ def test_patchify_rows_are_the_patches():
     x_v = embed.patchify(x)  # (1, 8, 2 * 64)
     # token 1 is the patch at grid position (h, w, d) = (0, 0, 1): voxels [0:4, 0:4, 4:8]
     torch.testing.assert_close(x_v[0, 1], x[0, :, 0:4, 0:4, 4:8].reshape(-1))
+    torch.testing.assert_close(embed.unpatchify(x_v), x)
 
 
 def test_unetr_shape_table_of_the_paper():

@@ -107,6 +107,8 @@ class UNETR(nn.Module):
     def tokens_to_volume(self, z: torch.Tensor) -> torch.Tensor:
         """Reshape tokens (B, N, K) to a feature map (B, K, H/P, W/P, D/P)."""
         h, w, d = self.vit.patch_embedding.grid
+        if z.ndim != 3 or z.shape[1:] != (h * w * d, self.hidden_size):
+            raise ValueError(f"expected tokens (B, N={h * w * d}, K={self.hidden_size}), got {tuple(z.shape)}")
         return z.transpose(1, 2).reshape(z.shape[0], self.hidden_size, h, w, d)  # (B, K, H/P, W/P, D/P)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,12 @@ class PatchEmbedding(nn.Module):
         P = self.patch_size
         return rearrange(x, "b c (h p1) (w p2) (d p3) -> b (h w d) (c p1 p2 p3)", p1=P, p2=P, p3=P)
 
+    def unpatchify(self, x_v: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`patchify`: (B, N, P³·C) -> (B, C, H, W, D)."""
+        P = self.patch_size
+        h, w, d = self.grid
+        return rearrange(x_v, "b (h w d) (c p1 p2 p3) -> b c (h p1) (w p2) (d p3)", h=h, w=w, d=d, p1=P, p2=P, p3=P)
+
     def embed_by_flatten(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's form: flatten the patches, multiply by E, add E_pos (no dropout)."""
         x_v = self.patchify(x)  # (B, N, P³ C)
