@@ -188,7 +188,9 @@ class SwinBlock(nn.Module):
         """Window attention on a normalised (B, H, W, D, C) map: pad, shift, partition, attend, undo."""
         b, h, w, d, c = x.shape
         ws, shift = effective_window((h, w, d), self.window_size, self.shift_size)
-        pads = [(m - s % m) % m for s, m in zip((h, w, d), ws)]  # pad each side up to a multiple of M
+        # pad each side up to a multiple of M; the zero padding tokens are not masked out of the attention
+        # (as in the reference code): real tokens attend to them a little
+        pads = [(m - s % m) % m for s, m in zip((h, w, d), ws)]
         x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))  # (B, Hp, Wp, Dp, C)
         grid = tuple(x.shape[1:4])
         shifted = any(shift)
@@ -276,7 +278,8 @@ class SwinTransformer(nn.Module):
         self.normalize = normalize
         self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic depth grows with depth
+        n = sum(depths)
+        rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]  # stochastic depth grows with depth
         starts = [sum(depths[:i]) for i in range(len(depths))]
         self.stages = nn.ModuleList([
             SwinStage(embed_dim * 2**i, depths[i], num_heads[i], window_size, rates[starts[i]:starts[i] + depths[i]],
