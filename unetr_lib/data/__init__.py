@@ -11,9 +11,10 @@ from .labels import (
     to_regions,
 )
 from .layout import MODALITIES, Case, find_cases
+from .synthetic import SyntheticCase, make_synthetic_brats, synthesize_case
 
 __all__ = [
     "BRATS2021", "BRATS2023", "CANONICAL", "CLASSES", "MODALITIES", "MSD", "REGIONS", "SCHEMES", "Case",
-    "LabelScheme", "download_msd_task01", "find_cases", "get_scheme", "load_case", "read_nifti",
-    "regions_to_label", "to_regions", "write_label",
+    "LabelScheme", "SyntheticCase", "download_msd_task01", "find_cases", "get_scheme", "load_case", "read_nifti",
+    "make_synthetic_brats", "regions_to_label", "synthesize_case", "to_regions", "write_label",
 ]
