@@ -57,3 +57,14 @@ def test_class_targets_are_canonical(mixed_cases):
     assert (brats == 3).sum() == (msd == 3).sum() > 0  # ET is 3 in the canonical numbering for both
     with pytest.raises(ValueError, match="target must be"):
         val_transforms(target="labels")
+
+
+def test_two_modalities_in_the_order_asked(mixed_cases):
+    data = make_dataset(mixed_cases[:1], val_transforms(modalities=("t1ce", "flair")), cache="none")
+    full = make_dataset(mixed_cases[:1], val_transforms(), cache="none")
+    image, everything = data[0]["image"], full[0]["image"]
+    assert image.shape[0] == 2
+    torch.testing.assert_close(image[0], everything[2])  # t1ce first, then flair
+    torch.testing.assert_close(image[1], everything[0])
+    with pytest.raises(ValueError, match="modalities must be names"):
+        val_transforms(modalities=("dwi",))

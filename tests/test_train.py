@@ -102,3 +102,15 @@ def test_cuda_out_of_memory_names_the_settings_to_lower(monkeypatch, tmp_path, c
     assert main(["--profile", "cpu", "--out-dir", str(tmp_path)]) == 1
     message = capsys.readouterr().err
     assert "--batch-size" in message and "--roi" in message and "--amp" in message
+
+
+def test_two_modality_training_and_inference(data_root, tmp_path):
+    from unetr_lib.infer import segment
+
+    train(tiny(data_root, tmp_path / "run", modalities=("t1ce", "flair"), epochs=1), progress=False)
+    payload = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert payload["model"]["down.0.0.weight"].shape[1] == 2  # the first conv reads two channels
+    out = segment([data_root / "brats" / "BraTS2021_00000"], tmp_path / "run" / "last.pt", tmp_path / "p.nii.gz")
+    assert out.exists()
+    with pytest.raises(ValueError, match="modalities must be distinct names"):
+        build_config({"modalities": ("t1ce", "t1ce"), "profile": "cpu"})

@@ -79,8 +79,9 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def config_of(payload: dict) -> TrainConfig:
     settings = dict(payload["config"])
-    for name in ("roi", "synthetic_shape"):
-        settings[name] = tuple(settings[name])
+    for name in ("roi", "synthetic_shape", "modalities"):
+        if name in settings:
+            settings[name] = tuple(settings[name])
     return TrainConfig(**settings)
 
 
@@ -88,7 +89,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
     payload = read_checkpoint(path)
     config = config_of(payload)
-    model = build_model(config.model, 4, out_channels(config), config.roi, **config.model_kwargs)
+    model = build_model(config.model, len(config.modalities), out_channels(config), config.roi, **config.model_kwargs)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:

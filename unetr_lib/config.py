@@ -17,6 +17,7 @@ import torch
 import yaml
 
 MODEL_NAMES = ("unetr", "swin_unetr", "unet3d")
+MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TrainConfig:
 
     model: str = "unetr"
     model_kwargs: dict = field(default_factory=dict)  # sizes; merged over the profile's
+    modalities: tuple[str, ...] = MODALITIES  # input channels, e.g. ("t1ce", "flair") as seed 001 chose
     data_root: str | None = None  # None: the built-in synthetic set
     synthetic_cases: int = 24
     synthetic_shape: tuple[int, int, int] = (240, 240, 155)
@@ -57,6 +59,9 @@ class TrainConfig:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.model not in MODEL_NAMES:
             raise ValueError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or not set(
+                self.modalities) <= set(MODALITIES):
+            raise ValueError(f"modalities must be distinct names from {MODALITIES}, got {self.modalities}")
         if self.loss not in ("region_dice", "dice_ce"):
             raise ValueError(f"loss must be region_dice or dice_ce, got {self.loss!r}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
@@ -132,7 +137,7 @@ def build_config(overrides: dict | None = None, yaml_path: str | Path | None = N
     merged["model_kwargs"].update(settings.pop("model_kwargs", {}) or {})
     merged.update(settings)
     merged["profile"] = profile
-    for name in ("roi", "synthetic_shape"):
+    for name in ("roi", "synthetic_shape", "modalities"):
         if name in merged:
             merged[name] = tuple(merged[name])
     config = TrainConfig(**merged)
@@ -146,6 +151,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_kwargs":
             parser.add_argument(flag, type=json.loads, help='model sizes as JSON, e.g. \'{"feature_size": 16}\'')
+        elif f.name == "modalities":
+            parser.add_argument(flag, nargs="+", default=None, help=f"input channels, default {' '.join(f.default)}")
         elif f.type in ("tuple[int, int, int]",):
             parser.add_argument(flag, type=int, nargs=3, metavar=("H", "W", "D"), help=f"default {f.default}")
         elif f.type == "bool":

@@ -77,7 +77,7 @@ def segment(inputs: list[str | Path], checkpoint: str | Path, out: str | Path, p
     model, config = model_from_checkpoint(checkpoint)
     torch_device = resolve_device(device)
     model = model.to(torch_device)
-    preprocess = T.Compose(load_transforms())
+    preprocess = T.Compose(load_transforms(config.modalities))
     data = preprocess({"image": case.as_dict()["image"]})
     probs = predict_probabilities(model, data["image"], config, tta, torch_device)  # (C, h, w, d)
     data["pred"] = data["image"].clone().set_array(probs)  # carries the image's history of transforms

@@ -176,12 +176,15 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
     train_cases, val_cases = split_cases(find_cases(root), config.val_fraction, config.seed)
     target = "classes" if config.loss == "dice_ce" else "regions"
     cache_dir = Path(config.cache_dir) / "persistent"
-    train_data = make_dataset(train_cases, train_transforms(config.roi, target=target), config.cache, cache_dir)
-    val_data = make_dataset(val_cases, val_transforms(target=target), config.cache, cache_dir)
+    train_data = make_dataset(train_cases, train_transforms(config.roi, target=target, modalities=config.modalities),
+                              config.cache, cache_dir)
+    val_data = make_dataset(val_cases, val_transforms(target=target, modalities=config.modalities), config.cache,
+                            cache_dir)
     steps_per_epoch = config.steps_per_epoch or max(1, len(train_cases) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
 
-    model = build_model(config.model, 4, out_channels(config), config.roi, **config.model_kwargs).to(device)
+    model = build_model(config.model, len(config.modalities), out_channels(config), config.roi,
+                        **config.model_kwargs).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))

@@ -23,7 +23,7 @@ from monai import transforms as T
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from .labels import CANONICAL, get_scheme
-from .layout import Case
+from .layout import MODALITIES, Case
 
 DEFAULT_ROI = (128, 128, 128)
 
@@ -70,6 +70,20 @@ class ToClassesd(T.MapTransform):
 TARGETS = {"regions": ToRegionsd, "classes": ToClassesd}
 
 
+class SelectChannelsd(T.MapTransform):
+    """Keep some image channels, by modality name, in the given order (e.g. t1ce and flair)."""
+
+    def __init__(self, keys: str | Sequence[str], modalities: Sequence[str]) -> None:
+        super().__init__(keys)
+        self.indices = [MODALITIES.index(m) for m in modalities]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key][self.indices]  # (len(modalities), H, W, D)
+        return d
+
+
 def target_transform(target: str, **kwargs) -> T.MapTransform:
     """``regions`` (TC, WT, ET masks, for sigmoid losses) or ``classes`` (canonical 0..3)."""
     if target not in TARGETS:
@@ -77,18 +91,25 @@ def target_transform(target: str, **kwargs) -> T.MapTransform:
     return TARGETS[target](keys="label", **kwargs)
 
 
-def load_transforms() -> list:
-    """The deterministic steps every pipeline starts with."""
-    return [
+def load_transforms(modalities: Sequence[str] = MODALITIES) -> list:
+    """The deterministic steps every pipeline starts with; ``modalities`` picks the input
+    channels (all four by default) after the brain has been found in all of them."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"modalities must be names from {MODALITIES}, got {tuple(modalities)}")
+    steps = [
         T.LoadImaged(keys=["image", "label"], ensure_channel_first=True, allow_missing_keys=True),
         T.Orientationd(keys=["image", "label"], axcodes="RAS", labels=None, allow_missing_keys=True),
         T.CropForegroundd(keys=["image", "label"], source_key="image", allow_missing_keys=True),
-        T.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True),
     ]
+    if tuple(modalities) != MODALITIES:
+        steps.append(SelectChannelsd("image", modalities))
+    return steps + [T.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True)]
 
 
 def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: float = 1.0,
-                     flip_prob: float = 0.5, intensity: float = 0.1, target: str = "regions") -> T.Compose:
+                     flip_prob: float = 0.5, intensity: float = 0.1, target: str = "regions",
+                     modalities: Sequence[str] = MODALITIES) -> T.Compose:
     """The training pipeline: random ROI crops biased towards tumour, flips, intensity jitter.
 
     Args:
@@ -97,11 +118,12 @@ def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: fl
         flip_prob: probability of a flip along each axis.
         intensity: scale factors in [1 - intensity, 1 + intensity], shifts in [-intensity, intensity].
         target: "regions" (TC, WT, ET) or "classes" (canonical 0..3), see :func:`target_transform`.
+        modalities: the input channels to keep, in this order.
     """
     roi = tuple(int(r) for r in roi)
     if len(roi) != 3 or min(roi) < 1:
         raise ValueError(f"roi must be three positive ints (H, W, D), got {roi}")
-    return T.Compose(load_transforms() + [
+    return T.Compose(load_transforms(modalities) + [
         T.SpatialPadd(keys=["image", "label"], spatial_size=roi),
         # no image_key: after z-scoring half the brain is below 0 and would never be sampled as background
         T.RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=roi, pos=pos, neg=neg,
@@ -116,9 +138,9 @@ def train_transforms(roi: Sequence[int] = DEFAULT_ROI, pos: float = 2.0, neg: fl
     ])
 
 
-def val_transforms(target: str = "regions") -> T.Compose:
+def val_transforms(target: str = "regions", modalities: Sequence[str] = MODALITIES) -> T.Compose:
     """The validation pipeline: the whole (brain-cropped, normalised) volume and its target."""
-    return T.Compose(load_transforms() + [target_transform(target, allow_missing_keys=True)])
+    return T.Compose(load_transforms(modalities) + [target_transform(target, allow_missing_keys=True)])
 
 
 def make_dataset(cases: Sequence[Case | dict], transform: T.Compose, cache: str = "memory",
