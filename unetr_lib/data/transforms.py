@@ -22,40 +22,24 @@ import torch
 from monai import transforms as T
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
-from .labels import CANONICAL, get_scheme
+from .labels import CANONICAL, LabelScheme, get_scheme
 from .layout import MODALITIES, Case
 
 DEFAULT_ROI = (128, 128, 128)
 
 
-class ToRegionsd(T.MapTransform):
-    """Turn a label map (1, H, W, D) written in the case's scheme into float regions
-    (3, H, W, D): TC, WT, ET. The scheme is read from ``data[scheme_key]`` per case, so BraTS
-    2021, BraTS 2023 and MSD cases can be mixed in one data set without the label trap."""
+class LabelTargetd(T.MapTransform):
+    """Base of the label transforms: read each case's scheme from ``data[scheme_key]``, check
+    the labels against it, and convert them with :meth:`convert`. Reading the scheme per case
+    lets BraTS 2021, BraTS 2023 and MSD cases share one data set without the label trap."""
 
     def __init__(self, keys: str | Sequence[str] = "label", scheme_key: str = "scheme",
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.scheme_key = scheme_key
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        scheme = get_scheme(d[self.scheme_key])
-        for key in self.key_iterator(d):
-            label = d[key]  # (1, H, W, D)
-            scheme.check(label, source=f"the label of case {d.get('case_id', '?')}")
-            d[key] = torch.stack(list(scheme.to_regions(label[0]))).float()  # (3, H, W, D)
-        return d
-
-
-class ToClassesd(T.MapTransform):
-    """Renumber a label map (1, H, W, D) from the case's scheme into the canonical classes
-    0 background, 1 NCR, 2 ED, 3 ET, for losses that take one softmax over J = 4 classes."""
-
-    def __init__(self, keys: str | Sequence[str] = "label", scheme_key: str = "scheme",
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.scheme_key = scheme_key
+    def convert(self, label: torch.Tensor, scheme: LabelScheme) -> torch.Tensor:
+        raise NotImplementedError
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -63,8 +47,23 @@ class ToClassesd(T.MapTransform):
         for key in self.key_iterator(d):
             label = torch.as_tensor(d[key])  # (1, H, W, D)
             scheme.check(label, source=f"the label of case {d.get('case_id', '?')}")
-            d[key] = scheme.convert(label.long(), to=CANONICAL)  # (1, H, W, D) in 0..3
+            d[key] = self.convert(label, scheme)
         return d
+
+
+class ToRegionsd(LabelTargetd):
+    """Label map (1, H, W, D) in the case's scheme -> float regions (3, H, W, D): TC, WT, ET."""
+
+    def convert(self, label: torch.Tensor, scheme: LabelScheme) -> torch.Tensor:
+        return scheme.to_regions(label[0]).float()  # (3, H, W, D)
+
+
+class ToClassesd(LabelTargetd):
+    """Label map (1, H, W, D) in the case's scheme -> the canonical classes 0 background, 1 NCR,
+    2 ED, 3 ET, for losses that take one softmax over J = 4 classes."""
+
+    def convert(self, label: torch.Tensor, scheme: LabelScheme) -> torch.Tensor:
+        return scheme.convert(label.long(), to=CANONICAL)  # (1, H, W, D) in 0..3
 
 
 TARGETS = {"regions": ToRegionsd, "classes": ToClassesd}
