@@ -140,10 +140,11 @@ def test_compare_reports_dice_per_region(tmp_path):
     assert texts[:3] == ["NCR/NET", "ED", "ET"] and "false negative (missed)" in texts
 
 
-def test_dice_of_two_empty_masks_is_one():
-    empty = np.zeros((4, 4), dtype=bool)
-    assert viz._dice(empty, empty) == 1.0
-    assert viz._dice(empty, ~empty) == 0.0
+def test_compare_with_an_empty_region_follows_brats():
+    image, truth = make_case()
+    no_tumour = np.zeros_like(truth)
+    fig = viz.compare(image, no_tumour, no_tumour)
+    assert fig.get_suptitle() == "Dice (whole volume): TC 1.000   WT 1.000   ET 1.000"
 
 
 def test_slice_browser_falls_back_to_the_static_figure(monkeypatch):

@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from unetr_lib.data.labels import CLASSES, REGIONS, LabelScheme, get_scheme
+from unetr_lib.metrics import dice
 
 __all__ = ["MODALITIES", "PLANES", "CLASS_COLOURS", "REGION_COLOURS", "ERROR_COLOURS", "take_slice",
            "overlay", "show_planes", "isolate_labels", "compare", "slice_browser"]
@@ -137,12 +138,6 @@ def _tumour_centre(label: np.ndarray | None, shape: tuple[int, ...]) -> tuple[in
     if len(tumour) == 0:
         return tuple(n // 2 for n in shape)
     return tuple(int(round(c)) for c in tumour.mean(axis=0))
-
-
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice 2|A∩B| / (|A| + |B|) of two binary masks; 1.0 when both are empty (BraTS convention)."""
-    total = pred.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(pred, truth).sum() / total)
 
 
 # --- drawing ---------------------------------------------------------------------------------
@@ -325,7 +320,7 @@ def compare(image, truth, pred, scheme: str | LabelScheme = "brats2021", slice_i
         slice_index = _tumour_centre((truth > 0) | (pred > 0), truth.shape)[axis]
 
     truth_regions, pred_regions = s.to_regions(truth), s.to_regions(pred)  # bool (3, H, W, D)
-    scores = {r: _dice(p, t) for r, p, t in zip(REGIONS, pred_regions, truth_regions)}
+    scores = {r: dice(p, t) for r, p, t in zip(REGIONS, pred_regions, truth_regions)}
     image2d = take_slice(volume, plane, slice_index)
     t = take_slice(truth_regions[REGIONS.index(region)], plane, slice_index)
     p = take_slice(pred_regions[REGIONS.index(region)], plane, slice_index)
