@@ -131,15 +131,13 @@ def validate(model, data, config: TrainConfig, device, dtype) -> dict:
 
 def plot_curves(log_path: Path, png_path: Path) -> None:
     """Training loss and validation Dice per region against the step, from the JSON-lines log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     val_rows = [r for r in rows if "val_mean" in r]
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax_loss, ax_dice = fig.subplots(1, 2)
     ax_loss.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], lw=0.8)
     ax_loss.set(xlabel="step", ylabel="training loss", title="Loss")
     for name in ("TC", "WT", "ET", "mean"):
@@ -148,7 +146,6 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
     ax_dice.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:

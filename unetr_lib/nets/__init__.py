@@ -1,5 +1,6 @@
 """The networks of the book, written from scratch: ViT pieces, UNETR, Swin UNETR, a 3D U-Net."""
 
+from .blocks import ResConvBlock, TokenUpsampler, UpBlock
 from .factory import MODELS, build_model
 from .monai_compat import load_monai_state_dict, monai_key_to_ours
 from .swin_unetr import SwinUNETR
@@ -8,6 +9,7 @@ from .unetr import MONAI_TAPS, UNETR, count_parameters
 from .vit import MLP, MultiHeadSelfAttention, PatchEmbedding, TransformerBlock, ViT
 
 __all__ = [
-    "MLP", "MODELS", "MONAI_TAPS", "MultiHeadSelfAttention", "PatchEmbedding", "SwinUNETR", "TransformerBlock", "UNETR",
+    "MLP", "MODELS", "MONAI_TAPS", "MultiHeadSelfAttention", "PatchEmbedding", "ResConvBlock", "SwinUNETR",
+    "TokenUpsampler", "TransformerBlock", "UNETR", "UpBlock",
     "UNet3D", "ViT", "build_model", "count_parameters", "load_monai_state_dict", "monai_key_to_ours",
 ]
