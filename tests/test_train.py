@@ -114,3 +114,9 @@ def test_two_modality_training_and_inference(data_root, tmp_path):
     assert out.exists()
     with pytest.raises(ValueError, match="modalities must be distinct names"):
         build_config({"modalities": ("t1ce", "t1ce"), "profile": "cpu"})
+
+
+def test_a_time_limited_run_ends_validated(data_root, tmp_path):
+    summary = train(tiny(data_root, tmp_path / "run", time_limit_minutes=1e-9, epochs=5), progress=False)
+    assert summary["status"] == "time limit" and summary["step"] == 1
+    assert summary["best_dice"] >= 0 and (tmp_path / "run" / "best.pt").exists()

@@ -250,6 +250,13 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
                 checkpoint(last)
             if config.time_limit_minutes and time.monotonic() - started > 60 * config.time_limit_minutes:
                 status = "time limit"
+                if not epoch_done:  # a short run still ends validated, with a best.pt
+                    scores = validate(model, val_data, config, device, dtype)
+                    log.write(json.dumps({"step": step, **{f"val_{k}": v for k, v in scores.items()}}) + "\n")
+                    if scores["mean"] > best_dice:
+                        best_dice = scores["mean"]
+                        checkpoint(best)
+                    plot_curves(log_path, out_dir / "curves.png")
                 break
         else:
             status = "finished" if step >= total_steps else "stopped"
