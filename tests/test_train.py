@@ -120,3 +120,8 @@ def test_a_time_limited_run_ends_validated(data_root, tmp_path):
     summary = train(tiny(data_root, tmp_path / "run", time_limit_minutes=1e-9, epochs=5), progress=False)
     assert summary["status"] == "time limit" and summary["step"] == 1
     assert summary["best_dice"] >= 0 and (tmp_path / "run" / "best.pt").exists()
+
+
+def test_swin_unetr_needs_a_crop_of_at_least_64():
+    with pytest.raises(ValueError, match="at least 64"):
+        build_config({"model": "swin_unetr", "roi": (32, 32, 32), "profile": "cpu"})

@@ -68,8 +68,9 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if len(self.roi) != 3 or min(self.roi) < 16:
             raise ValueError(f"roi must be three sides >= 16, got {self.roi}")
-        if self.model == "swin_unetr" and any(r % 32 for r in self.roi):
-            raise ValueError(f"Swin UNETR needs roi sides that are multiples of 32, got {self.roi}")
+        if self.model == "swin_unetr" and (any(r % 32 for r in self.roi) or min(self.roi) < 64):
+            raise ValueError(f"Swin UNETR needs roi sides that are multiples of 32 and at least 64 (instance norm "
+                             f"needs more than one voxel at 1/32 scale), got {self.roi}")
         for name in ("batch_size", "epochs", "val_every", "synthetic_cases"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
