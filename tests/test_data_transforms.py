@@ -68,3 +68,10 @@ def test_two_modalities_in_the_order_asked(mixed_cases):
     torch.testing.assert_close(image[1], everything[0])
     with pytest.raises(ValueError, match="modalities must be names"):
         val_transforms(modalities=("dwi",))
+
+
+def test_disk_cache_keeps_pipelines_apart(mixed_cases, tmp_path):
+    four = make_dataset(mixed_cases[:1], val_transforms(), cache="disk", cache_dir=tmp_path)[0]["image"]
+    two = make_dataset(mixed_cases[:1], val_transforms(modalities=("t1ce", "flair")), cache="disk",
+                       cache_dir=tmp_path)[0]["image"]
+    assert four.shape[0] == 4 and two.shape[0] == 2

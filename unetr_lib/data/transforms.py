@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from monai import transforms as T
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import json_hashing
 
 from .labels import CANONICAL, LabelScheme, get_scheme
 from .layout import MODALITIES, Case
@@ -163,7 +164,8 @@ def make_dataset(cases: Sequence[Case | dict], transform: T.Compose, cache: str 
         if cache_dir is None:
             raise ValueError('cache="disk" needs a cache_dir')
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        return PersistentDataset(items, transform, cache_dir=cache_dir)
+        # the key covers the pipeline too, so two pipelines (ROI, modalities, target) never share files
+        return PersistentDataset(items, transform, cache_dir=cache_dir, hash_transform=json_hashing)
     if cache == "none":
         return Dataset(items, transform)
     raise ValueError(f'cache must be "memory", "disk" or "none", got {cache!r}')
