@@ -8,7 +8,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from unetr_lib.losses import dice_ce_loss, region_dice_loss, soft_dice_loss
 from unetr_lib.metrics import (
-    EMPTY_HD95, dice, f1_score, hd95, precision, recall, region_table, specificity, write_table,
+    EMPTY_HD95, TABLE_COLUMNS, dice, f1_score, hd95, precision, recall, region_table, specificity, write_table,
 )
 
 
@@ -61,7 +61,13 @@ def test_region_table_csv(tmp_path):
     rows = region_table(pred, pred, "case_0", spacing=(1, 1, 1))
     assert [r["region"] for r in rows] == ["TC", "WT", "ET"] and all(r["dice"] == 1 for r in rows)
     text = write_table(rows, tmp_path / "t.csv").read_text().splitlines()
-    assert text[0] == "case_id,region,dice,hd95,sensitivity,specificity" and len(text) == 4
+    # The legacy columns come first, as before; then the pooled HD95 and the lesion-wise scores.
+    assert text[0] == ("case_id,region,dice,hd95,sensitivity,specificity,hd95_pooled,"
+                       "lesion_dice,lesion_hd95,lesion_tp,lesion_fp,lesion_fn") and len(text) == 4
+    assert list(rows[0]) == list(TABLE_COLUMNS)
+    assert all(r["lesion_dice"] == 1 and r["lesion_hd95"] == 0 and r["lesion_fp"] == r["lesion_fn"] == 0 for r in rows)
+    legacy_only = region_table(pred, pred, "case_0", lesion_wise=False)
+    assert list(legacy_only[0]) == list(TABLE_COLUMNS)[:7]
 
 
 def test_metric_errors():
@@ -71,6 +77,15 @@ def test_metric_errors():
         hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1, 1))
     with pytest.raises(ValueError, match="3 region masks"):
         region_table(np.zeros((2, 4, 4, 4)), np.zeros((2, 4, 4, 4)), "c")
+    with pytest.raises(ValueError, match=r"prediction \(4, 4, 4\) and target \(4, 4, 5\)"):
+        hd95(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
+    with pytest.raises(ValueError, match="binary mask .* found the values 0.3, 0.7"):
+        dice(np.array([0.0, 0.3, 0.7, 1.0]), np.zeros(4))
+    with pytest.raises(ValueError, match="target must be a binary mask .* values 2, 4"):
+        hd95(np.ones((3, 3, 3)), np.full((3, 3, 3), 4) - np.eye(3)[None] * 2)
+    with pytest.raises(ValueError, match="spacing must be positive"):
+        hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1, 0, 1))
+    assert dice(torch.ones(2, 2, dtype=torch.bool), np.ones((2, 2), np.uint8)) == 1.0  # bool and 0/1 are fine
 
 
 @pytest.mark.parametrize("squared, batch", [(True, False), (False, False), (True, True)])

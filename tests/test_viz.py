@@ -196,3 +196,56 @@ def test_bad_input_is_explained():
         viz.compare(image, label, label, region="NCR")
     with pytest.raises(ValueError, match="bool \\(3, h, w\\) masks"):
         viz.overlay(image[0, :, :, 0], label[:, :, 0], regions=True)
+
+
+def meshes(ax):
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    return [c for c in ax.collections if isinstance(c, Poly3DCollection)]
+
+
+def test_show_surfaces_draws_one_mesh_per_region(tmp_path):
+    _, label = make_case()
+    fig = viz.show_surfaces(label, spacing=(1.0, 1.5, 3.0))
+    check_png(fig, tmp_path, "surfaces")
+    ax = fig.axes[0]
+    assert ax.name == "3d" and len(meshes(ax)) == 3
+    assert legend_texts(ax.get_legend()) == ["WT", "TC", "ET"]
+    for mesh, region in zip(meshes(ax), ("WT", "TC", "ET")):
+        np.testing.assert_allclose(mesh.get_facecolor()[0][:3], to_rgb(viz.REGION_COLOURS[region]))
+    # the axes span the tumour in mm: WT has radius 9 around i = 30, k = 20 (3 mm per voxel)
+    assert ax.get_xlim()[0] <= 21 and ax.get_xlim()[1] >= 39 and ax.get_zlim()[1] >= 3 * 29
+    assert ax.get_title().startswith("WT ") and "ml" in ax.get_title()
+
+
+def test_show_surfaces_takes_regions_an_axes_and_skips_empty_regions():
+    _, label = make_case()
+    regions = torch.from_numpy(BRATS2021.to_regions(label))  # (3, H, W, D) bool
+    fig = plt.figure()
+    left, right = fig.add_subplot(1, 2, 1, projection="3d"), fig.add_subplot(1, 2, 2, projection="3d")
+    assert viz.show_surfaces(regions, regions=("ET",), ax=left, title="truth") is fig
+    assert len(meshes(left)) == 1 and left.get_title() == "truth"
+    no_et = np.where(label == BRATS2021.ET, BRATS2021.NCR, label)
+    viz.show_surfaces(no_et, ax=right)
+    assert len(meshes(right)) == 2  # WT and TC; no ET to draw
+    nothing = viz.show_surfaces(np.zeros_like(label))
+    assert len(meshes(nothing.axes[0])) == 0 and nothing.axes[0].get_title() == "no tumour voxels"
+
+
+def test_show_surfaces_bad_input():
+    _, label = make_case()
+    with pytest.raises(ValueError, match=r"values \[4\] outside the msd scheme"):
+        viz.show_surfaces(label, scheme="msd")
+    with pytest.raises(ValueError, match=r"\(H, W, D\) label map or bool \(3, H, W, D\) regions"):
+        viz.show_surfaces(label[0])
+    with pytest.raises(ValueError, match=r"regions must be \(3, H, W, D\)"):
+        viz.show_surfaces(np.zeros((2, *SHAPE), bool))
+    with pytest.raises(ValueError, match="binary masks"):
+        viz.show_surfaces(np.full((3, *SHAPE), 0.5))
+    with pytest.raises(ValueError, match="unknown region"):
+        viz.show_surfaces(label, regions=("NCR",))
+    with pytest.raises(ValueError, match="three positive voxel sizes"):
+        viz.show_surfaces(label, spacing=(1, 1))
+    with pytest.raises(ValueError, match="step_size"):
+        viz.show_surfaces(label, step_size=0)
+    with pytest.raises(ValueError, match="3D Axes"):
+        viz.show_surfaces(label, ax=plt.figure().add_subplot())

@@ -30,12 +30,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+from skimage import measure
 
 from unetr_lib.data.labels import CLASSES, REGIONS, LabelScheme, get_scheme
-from unetr_lib.metrics import dice
+from unetr_lib.metrics import bounding_box, dice
 
 __all__ = ["MODALITIES", "PLANES", "CLASS_COLOURS", "REGION_COLOURS", "ERROR_COLOURS", "take_slice",
-           "overlay", "show_planes", "isolate_labels", "compare", "slice_browser"]
+           "overlay", "show_planes", "isolate_labels", "compare", "show_surfaces", "slice_browser"]
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 """Canonical channel order of an image (the same tuple as ``unetr_lib.data.MODALITIES``)."""
@@ -338,6 +340,89 @@ def compare(image, truth, pred, scheme: str | LabelScheme = "brats2021", slice_i
     handles = _legend_handles() + [Patch(color=ERROR_COLOURS[e], label=ERROR_NAMES[e]) for e in ERROR_COLOURS]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize="small")
     fig.suptitle("Dice (whole volume): " + "   ".join(f"{r} {d:.3f}" for r, d in scores.items()))
+    return fig
+
+
+# --- 3D surfaces ------------------------------------------------------------------------------
+
+SURFACE_ALPHA = {"WT": 0.15, "TC": 0.35, "ET": 0.9}
+"""Opacity of each region's surface: the outer regions are see-through, so the inner ones show."""
+
+
+def _region_masks(label_or_regions, scheme: str | LabelScheme) -> np.ndarray:
+    """Bool (3, H, W, D) masks TC, WT, ET from a label map in ``scheme`` or from the masks themselves."""
+    x = _to_numpy(label_or_regions)
+    if x.ndim == 4:
+        if x.shape[0] != len(REGIONS):
+            raise ValueError(f"regions must be (3, H, W, D) with the channels {REGIONS}, got shape {x.shape}")
+        if x.dtype != np.bool_ and not np.isin(x, (0, 1)).all():
+            raise ValueError(f"regions must be binary masks (bool or 0/1), found the values "
+                             f"{np.unique(x[~np.isin(x, (0, 1))])[:5].tolist()}")
+        return x.astype(bool)
+    if x.ndim == 3:
+        return get_scheme(scheme).to_regions(_check_label(x, get_scheme(scheme)))
+    raise ValueError(f"expected an (H, W, D) label map or bool (3, H, W, D) regions (TC, WT, ET), got shape {x.shape}")
+
+
+def show_surfaces(label_or_regions, scheme: str | LabelScheme = "brats2021",
+                  spacing: Sequence[float] = (1.0, 1.0, 1.0), regions: Sequence[str] = ("WT", "TC", "ET"),
+                  step_size: int = 2, ax=None, title: str | None = None) -> Figure:
+    """A 3D view of the tumour regions: one surface mesh per region, from marching cubes.
+
+    Each region is a triangle mesh of its boundary (``skimage.measure.marching_cubes`` at level
+    0.5), drawn in its fixed colour; WT and TC are see-through so that ET shows inside them.
+    The axes are the voxel axes i, j, k in mm (right, anterior, superior for data in RAS+
+    orientation). Empty regions draw nothing; a view with no tumour has no mesh.
+
+    Args:
+        label_or_regions: an (H, W, D) label map in ``scheme``, or bool (3, H, W, D) masks TC,
+            WT, ET (``to_regions``); numpy or torch.
+        scheme: label scheme of a label map ("brats2021", "brats2023", "msd").
+        spacing: voxel size in mm along i, j, k, so anisotropic volumes keep their true shape.
+        regions: which regions to draw, a subset of TC, WT, ET.
+        step_size: marching cubes' step in voxels: 1 for full detail, 2 (default) for a mesh
+            about four times lighter that draws quickly on whole brains.
+        ax: a 3D Axes (``fig.add_subplot(projection="3d")``) to draw into, e.g. truth beside
+            prediction; a new figure when None.
+        title: the Axes title; default: the regions drawn and their volumes in ml.
+    """
+    masks = _region_masks(label_or_regions, scheme)  # (3, H, W, D) bool
+    unknown = [r for r in regions if r not in REGIONS]
+    if unknown or not regions:
+        raise ValueError(f"unknown region(s) {unknown}; choose from {REGIONS}" if unknown else
+                         f"regions is empty; choose from {REGIONS}")
+    if len(spacing) != 3 or any(not s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive voxel sizes in mm (i, j, k), got {tuple(spacing)}")
+    if not isinstance(step_size, int | np.integer) or step_size < 1:
+        raise ValueError(f"step_size must be an int >= 1 (voxels), got {step_size!r}")
+    if ax is None:
+        fig = plt.figure(figsize=(5.5, 5), layout="constrained")
+        ax = fig.add_subplot(projection="3d")
+    elif getattr(ax, "name", None) != "3d":
+        raise ValueError("ax must be a 3D Axes: create it with fig.add_subplot(projection='3d')")
+    fig, spacing = ax.figure, np.asarray(spacing, dtype=float)
+
+    chosen = np.stack([masks[REGIONS.index(r)] for r in regions])  # (R, H, W, D)
+    box = bounding_box(chosen.any(axis=0), margin=1)  # crop: marching cubes on the tumour only
+    drawn, handles = [], []
+    for name, mask in zip(regions, chosen):
+        if box is None or not mask.any():
+            continue
+        crop = np.pad(mask[box], 1).astype(np.float32)  # a zero border closes surfaces at the edges
+        verts, faces, _, _ = measure.marching_cubes(crop, level=0.5, spacing=tuple(spacing), step_size=step_size)
+        verts += (np.array([s.start for s in box]) - 1) * spacing  # (V, 3) back to mm in the volume
+        ax.add_collection3d(Poly3DCollection(verts[faces], facecolor=REGION_COLOURS[name],  # (F, 3, 3)
+                                             alpha=SURFACE_ALPHA[name], edgecolor="none"))
+        drawn.append(f"{name} {mask.sum() * spacing.prod() / 1000:.1f} ml")
+        handles.append(Patch(color=REGION_COLOURS[name], alpha=max(SURFACE_ALPHA[name], 0.5), label=name))
+    if box is not None:
+        low = np.array([s.start for s in box]) * spacing  # (3,) mm
+        high = np.array([s.stop for s in box]) * spacing  # (3,) mm
+        ax.set(xlim=(low[0], high[0]), ylim=(low[1], high[1]), zlim=(low[2], high[2]))
+        ax.set_box_aspect(tuple(high - low))  # millimetres look the same along every axis
+        ax.legend(handles=handles, loc="upper right", fontsize="small")
+    ax.set(xlabel="i (mm)", ylabel="j (mm)", zlabel="k (mm)")
+    ax.set_title(title if title is not None else (", ".join(drawn) or "no tumour voxels"))
     return fig
 
 
