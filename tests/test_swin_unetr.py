@@ -1,8 +1,12 @@
 """Swin UNETR: windows, masks, shapes, bad input, and equality with MONAI's SwinUNETR."""
 
+import re
+
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
+from monai.networks.nets.swin_unetr import PatchMerging as MonaiPatchMerging
+from monai.networks.nets.swin_unetr import PatchMergingV2 as MonaiPatchMergingV2
 from monai.networks.nets.swin_unetr import compute_mask, window_partition as monai_window_partition
 
 from unetr_lib.nets import SwinUNETR, count_parameters, load_monai_state_dict
@@ -67,14 +71,14 @@ def test_equals_monai_with_monai_weights(shape, kwargs):
     in_channels = shape[1]
     reference = MonaiSwinUNETR(in_channels=in_channels, out_channels=3, **kwargs).eval()
     ours = load_monai_state_dict(SwinUNETR(in_channels, 3, **kwargs), reference.state_dict()).eval()
+    by_formula = SwinUNETR(in_channels, 3, attention="explicit", **kwargs)
+    by_formula = load_monai_state_dict(by_formula, reference.state_dict()).eval()
+    assert all(block.attn.attention == "explicit" for stage in by_formula.swin.stages for block in stage.blocks)
     x = torch.randn(shape)
     with torch.no_grad():
         expected = reference(x)
         fast = ours(x)
-        for stage in ours.swin.stages:
-            for block in stage.blocks:
-                block.attn.fast = False
-        explicit = ours(x)
+        explicit = by_formula(x)
     assert fast.shape == (shape[0], 3, *shape[2:])
     assert (fast - expected).abs().max() <= 1e-4
     assert (explicit - expected).abs().max() <= 1e-4
@@ -103,7 +107,7 @@ def test_bad_input_is_explained():
 
 
 def test_dropouts_act_only_in_training():
-    model = SwinUNETR(4, 3, drop_rate=0.2, attn_drop_rate=0.2, drop_path_rate=0.3, **TINY)
+    model = SwinUNETR(4, 3, drop_rate=0.2, attn_drop_rate=0.2, dropout_path_rate=0.3, **TINY)
     x = torch.randn(2, 4, 64, 32, 32)  # training needs > 1 voxel at 1/32 for instance norm
     model.eval()
     torch.testing.assert_close(model(x), model(x))
@@ -115,3 +119,95 @@ def test_gradients_reach_every_parameter():
     model = SwinUNETR(4, 3, **TINY)
     model(torch.randn(1, 4, 64, 32, 32)).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def pre_15_patch_merging(x, norm, reduction):
+    """MONAI's 3D PatchMerging before 1.5 (MONAI issue #8284), its eight slices as they were written:
+    x5 repeats x2, x6 repeats x3, and the neighbours (1, 1, 0) and (0, 1, 1) are never taken."""
+    x0 = x[:, 0::2, 0::2, 0::2, :]
+    x1 = x[:, 1::2, 0::2, 0::2, :]
+    x2 = x[:, 0::2, 1::2, 0::2, :]
+    x3 = x[:, 0::2, 0::2, 1::2, :]
+    x4 = x[:, 1::2, 0::2, 1::2, :]
+    x5 = x[:, 0::2, 1::2, 0::2, :]
+    x6 = x[:, 0::2, 0::2, 1::2, :]
+    x7 = x[:, 1::2, 1::2, 1::2, :]
+    return reduction(norm(torch.cat([x0, x1, x2, x3, x4, x5, x6, x7], -1)))
+
+
+def test_legacy_patch_merging_is_the_pre_15_slicing():
+    merge = PatchMerging(8, "legacy")
+    x = torch.randn(2, 4, 6, 8, 8)  # (B, H, W, D, C)
+    torch.testing.assert_close(merge(x), pre_15_patch_merging(x, merge.norm, merge.reduction), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode, monai_class", [("merging", MonaiPatchMerging), ("mergingv2", MonaiPatchMergingV2)])
+def test_patch_merging_equals_monai_16(mode, monai_class):
+    reference = monai_class(dim=8)
+    ours = PatchMerging(8, mode)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 4, 6, 8, 8)
+    torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
+
+
+def test_legacy_merging_never_sees_two_of_the_eight_neighbours():
+    legacy, current = PatchMerging(8, "legacy"), PatchMerging(8)
+    x = torch.randn(1, 4, 4, 4, 8)
+    changed = x.clone()
+    changed[:, 1::2, 1::2, 0::2] += 1.0  # the neighbours (1, 1, 0) of every 2x2x2 block
+    changed[:, 0::2, 1::2, 1::2] -= 1.0  # and (0, 1, 1)
+    torch.testing.assert_close(legacy(changed), legacy(x), rtol=0, atol=0)
+    assert not torch.allclose(current(changed), current(x))
+
+
+def monai_before_15(model):
+    """A MONAI 1.6 SwinUNETR whose patch merging runs the pre-1.5 slicing, as old checkpoints were trained."""
+    for layer in (model.swinViT.layers1, model.swinViT.layers2, model.swinViT.layers3, model.swinViT.layers4):
+        down = layer[0].downsample
+        down.forward = lambda x, down=down: pre_15_patch_merging(x, down.norm, down.reduction)
+    return model
+
+
+def test_legacy_swin_unetr_equals_monai_before_15():
+    reference = monai_before_15(MonaiSwinUNETR(in_channels=4, out_channels=3, **TINY)).eval()
+    state = reference.state_dict()
+    legacy = load_monai_state_dict(SwinUNETR(4, 3, legacy_patch_merging=True, **TINY), state,
+                                   legacy_patch_merging=True).eval()
+    current = load_monai_state_dict(SwinUNETR(4, 3, **TINY), state).eval()
+    x = torch.randn(1, 4, 64, 32, 32)
+    with torch.no_grad():
+        expected = reference(x)
+        assert (legacy(x) - expected).abs().max() <= 1e-4
+        assert (current(x) - expected).abs().max() > 1e-3  # loads without error, computes something else
+
+
+def test_load_monai_state_dict_checks_the_patch_merging_it_is_told():
+    state = MonaiSwinUNETR(in_channels=4, out_channels=3, **TINY).state_dict()
+    current = SwinUNETR(4, 3, **TINY)
+    with pytest.raises(ValueError, match=r"legacy_patch_merging=True\)"):
+        load_monai_state_dict(current, state, legacy_patch_merging=True)
+    legacy = SwinUNETR(4, 3, legacy_patch_merging=True, **TINY)
+    with pytest.raises(ValueError, match=r"legacy_patch_merging=False\)"):
+        load_monai_state_dict(legacy, state, legacy_patch_merging=False)
+    load_monai_state_dict(current, state)  # None: loads as built, changes nothing else
+    load_monai_state_dict(current, state, legacy_patch_merging=False)
+    assert not current.legacy_patch_merging
+    assert {stage.merge.mode for stage in current.swin.stages} == {"merging"}
+    assert {stage.merge.mode for stage in legacy.swin.stages} == {"legacy"}
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((0, 3), {}, "in_channels must be a positive int, got 0"),
+        ((4, -3), {}, "out_channels must be a positive int, got -3"),
+        ((4, 3), dict(feature_size=0), "feature_size must be a positive int"),
+        ((4, 3), dict(depths=(2, 0, 2, 2)), "depths must be positive ints"),
+        ((4, 3), dict(num_heads=(1, 0, 2, 4)), "num_heads must be positive ints"),
+        ((4, 3), dict(window_size=0), "window_size must be a positive int"),
+        ((4, 3), dict(mlp_ratio=0), "mlp_ratio must be a positive number"),
+    ],
+)
+def test_bad_sizes_are_refused_at_construction(args, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SwinUNETR(*args, **dict(TINY, **kwargs))

@@ -46,3 +46,13 @@ def test_learns_a_tiny_problem():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((0, 3), "in_channels must be a positive int, got 0"), ((4, -1), "out_channels must be a positive int"),
+     ((4, 3, (8, 0)), "channels needs two or more positive ints"), ((4, 3, 8), "channels needs two or more")],
+)
+def test_bad_sizes_are_refused_at_construction(args, message):
+    with pytest.raises(ValueError, match=message):
+        UNet3D(*args)

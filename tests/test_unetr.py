@@ -1,5 +1,7 @@
 """UNETR: shapes, bad input, and equality with MONAI's UNETR given MONAI's weights."""
 
+import re
+
 import pytest
 import torch
 from monai.networks.nets import UNETR as MonaiUNETR
@@ -40,14 +42,15 @@ def test_taps_change_the_output():
 def test_equals_monai_with_monai_weights(img_size, kwargs):
     reference = MonaiUNETR(4, 3, img_size, **kwargs).eval()
     ours = load_monai_state_dict(UNETR(4, 3, img_size, taps=MONAI_TAPS, **kwargs), reference.state_dict()).eval()
+    by_formula = UNETR(4, 3, img_size, taps=MONAI_TAPS, attention="explicit", **kwargs)
+    by_formula = load_monai_state_dict(by_formula, reference.state_dict()).eval()
+    assert all(block.attn.attention == "explicit" for block in by_formula.vit.blocks)
     sides = (img_size,) * 3 if isinstance(img_size, int) else img_size
     x = torch.randn(2, 4, *sides)
     with torch.no_grad():
         expected = reference(x)
         fast = ours(x)
-        for block in ours.vit.blocks:
-            block.attn.fast = False
-        explicit = ours(x)
+        explicit = by_formula(x)
     assert (fast - expected).abs().max() <= 1e-4
     assert (explicit - expected).abs().max() <= 1e-4
 
@@ -102,3 +105,26 @@ def test_gradients_reach_every_parameter():
     model = UNETR(4, 3, 32, num_layers=4, **SMALL)
     model(torch.randn(1, 4, 32, 32, 32)).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((0, 3, 32), {}, "in_channels must be a positive int, got 0"),
+        ((4, 0, 32), {}, "out_channels must be a positive int, got 0"),
+        ((4, 3, -32), {}, "img_size must be a positive int"),
+        ((4, 3, (32, 0, 32)), {}, "img_size must be a positive int"),
+        ((4, 3, 32), dict(feature_size=0), "feature_size must be a positive int"),
+        ((4, 3, 32), dict(hidden_size=-48), "hidden_size must be a positive int"),
+        ((4, 3, 32), dict(num_heads=0), "num_heads must be a positive int"),
+        ((4, 3, 32), dict(hidden_size=48, num_heads=5), "hidden_size K=48 must be divisible by num_heads n=5"),
+        ((4, 3, 32), dict(mlp_dim=0), "mlp_dim must be a positive int"),
+        ((4, 3, 32), dict(num_layers=0), "num_layers must be a positive int"),
+        ((4, 3, 32), dict(patch_size=0), "patch_size P must be a power of two"),
+        ((4, 3, 32), dict(dropout_rate=-0.5), "dropout_rate must be a number in"),
+        ((True, 3, 32), {}, "in_channels must be a positive int, got True"),
+    ],
+)
+def test_bad_sizes_are_refused_at_construction(args, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        UNETR(*args, **dict(SMALL, **kwargs))

@@ -39,6 +39,9 @@ def test_unetr_shape_table_of_the_paper():
 def test_attention_explicit_equals_sdpa_equals_torch_multihead(qkv_bias):
     K, n = 32, 4
     ours = MultiHeadSelfAttention(K, n, qkv_bias=qkv_bias).eval()
+    by_formula = MultiHeadSelfAttention(K, n, qkv_bias=qkv_bias, attention="explicit").eval()
+    by_formula.load_state_dict(ours.state_dict())
+    assert ours.attention == "sdpa" and by_formula.attention == "explicit"
     torch_mha = nn.MultiheadAttention(K, n, bias=True, batch_first=True).eval()
     with torch.no_grad():
         torch_mha.in_proj_weight.copy_(ours.qkv.weight)
@@ -47,8 +50,7 @@ def test_attention_explicit_equals_sdpa_equals_torch_multihead(qkv_bias):
         torch_mha.out_proj.bias.copy_(ours.W_msa.bias)
     z = torch.randn(3, 10, K)
     fast = ours(z)
-    ours.fast = False
-    explicit = ours(z)
+    explicit = by_formula(z)
     reference, _ = torch_mha(z, z, z, need_weights=False)
     torch.testing.assert_close(fast, explicit, rtol=0, atol=1e-5)
     torch.testing.assert_close(explicit, reference, rtol=0, atol=1e-5)
@@ -69,10 +71,9 @@ def test_attention_map_rows_sum_to_one_and_match_torch():
     torch.testing.assert_close(A, weights, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_dropout_only_in_training(fast):
-    attn = MultiHeadSelfAttention(16, 2, dropout=0.5)
-    attn.fast = fast
+@pytest.mark.parametrize("attention", ["sdpa", "explicit"])
+def test_dropout_only_in_training(attention):
+    attn = MultiHeadSelfAttention(16, 2, dropout_rate=0.5, attention=attention)
     z = torch.randn(2, 9, 16)
     attn.eval()
     torch.testing.assert_close(attn(z), attn(z))
@@ -101,3 +102,42 @@ def test_vit_returns_every_hidden_state_indexed_like_the_paper():
     torch.testing.assert_close(zs[0], vit.patch_embedding(x))  # z0 is the embedding
     torch.testing.assert_close(zs[2], vit.blocks[1](zs[1]))  # z_i = block_i(z_{i-1})
     torch.testing.assert_close(last, vit.norm(zs[4]))
+
+
+def test_attention_path_is_chosen_at_construction_and_passed_down():
+    vit = ViT(1, 16, 8, hidden_size=16, mlp_dim=32, num_layers=3, num_heads=2, attention="explicit")
+    assert [block.attn.attention for block in vit.blocks] == ["explicit"] * 3
+    assert all(block.attn.attention == "sdpa" for block in ViT(1, 16, 8, hidden_size=16, num_heads=2).blocks)
+    block = TransformerBlock(16, 32, 2, attention="explicit")
+    assert block.attn.attention == "explicit" and not block.attn.fast
+    block.attn.fast = True  # the old per-module flag still works
+    assert block.attn.attention == "sdpa"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        MultiHeadSelfAttention(16, 2, attention="flash")
+
+
+def test_save_attn_keeps_the_attention_map_of_the_last_forward():
+    attn = MultiHeadSelfAttention(16, 2, qkv_bias=True, save_attn=True).eval()
+    assert attn.attention == "explicit"  # the only path that forms the map
+    z = torch.randn(3, 7, 16)
+    attn(z)
+    torch.testing.assert_close(attn.att_mat, attn.attention_map(z))
+    with pytest.raises(ValueError, match="save_attn=True"):
+        MultiHeadSelfAttention(16, 2, save_attn=True, attention="sdpa")
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: PatchEmbedding(0, 16, 8, 16), "in_channels must be a positive int"),
+        (lambda: PatchEmbedding(1, 16, 0, 16), "patch_size must be a positive int"),
+        (lambda: PatchEmbedding(1, 16, 8, 0), "hidden_size must be a positive int"),
+        (lambda: MultiHeadSelfAttention(16, 0), "num_heads must be a positive int"),
+        (lambda: MultiHeadSelfAttention(16, 2, dropout_rate=1.0), "dropout_rate must be a number in"),
+        (lambda: ViT(1, 16, 8, hidden_size=16, num_heads=2, num_layers=0), "num_layers must be a positive int"),
+        (lambda: TransformerBlock(16, 0, 2), "mlp_dim must be a positive int"),
+    ],
+)
+def test_bad_sizes_are_refused_at_construction(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

@@ -28,6 +28,11 @@ class InstanceNorm(nn.Module):
 
     It computes the same function as ``nn.InstanceNorm3d(C)``, through ``F.group_norm`` with
     one group per channel, whose CPU kernel is about 30% faster on large volumes.
+
+    The statistics are always computed in float32. CPU autocast would run ``group_norm`` in
+    bfloat16 (CUDA autocast keeps it in float32), and on the deepest, tiny feature maps (2³
+    voxels in a 64³ crop) a bfloat16 variance makes the backward pass overflow to NaN now and
+    then; chapter 8 measures bf16 training on the CPU.
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
@@ -36,7 +41,17 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.contiguous(), self.num_channels, eps=self.eps)  # (B, C, H, W, D)
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.group_norm(x.contiguous().float(), self.num_channels, eps=self.eps)  # (B, C, H, W, D)
+        return y.to(x.dtype)
+
+
+def tiny_map_under_cpu_autocast(x: torch.Tensor, side: int = 2) -> bool:
+    """True for a feature map of at most ``side`` voxels along some axis, on the CPU, under
+    bfloat16 autocast. Such blocks run in float32: the CPU's bf16 conv3d kernel (PyTorch 2.13,
+    oneDNN) now and then returns a NaN weight gradient on 2³ maps (Swin UNETR's bottleneck on a
+    64³ crop: about 1 step in 30 in our measurements), and these maps cost nothing anyway."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and min(x.shape[2:]) <= side
 
 
 class ResConvBlock(nn.Module):
@@ -62,6 +77,12 @@ class ResConvBlock(nn.Module):
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tiny_map_under_cpu_autocast(x):  # float32 here: see the function's docstring
+            with torch.autocast("cpu", enabled=False):
+                return self._forward(x.float())
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.norm1(self.conv1(x)))  # (B, C_out, H, W, D)
         out = self.norm2(self.conv2(out))  # (B, C_out, H, W, D)
         out += self.shortcut(x)  # (B, C_out, H, W, D)

@@ -11,18 +11,27 @@ which halves every side and doubles the channels, so the encoder yields a featur
 Two details follow the reference code (Video Swin, MONAI) so that MONAI's weights give MONAI's
 outputs, and are pointed out where they occur: a feature map smaller than the window shrinks the
 window, and then reads the first n x n entries of the full window's bias index; patch merging
-concatenates the eight neighbours in MONAI's historical order.
+concatenates the eight neighbours in the order of MONAI's ``downsample="merging"`` (its hand-written
+list, :data:`MERGE_ORDER`), or, on request, in the product order of ``"mergingv2"``, or in the
+pre-1.5 list that took two neighbours twice and two never (:data:`LEGACY_MERGE_ORDER`).
+
+Attention: every window attention layer takes ``attention="sdpa"`` (default) or ``"explicit"``,
+passed down from :class:`SwinTransformer`; both compute the same numbers.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from .blocks import ResConvBlock
+from .checks import attention_path, flag, positive_int, rate
 from .vit import MLP
 
 Triple = tuple[int, int, int]
@@ -95,11 +104,14 @@ class WindowAttention(nn.Module):
         window_size: M along each axis.
         qkv_bias: bias in the q, k, v projection (Swin: yes).
         attn_drop: dropout on the attention weights (training only).
+        attention: "sdpa" (default, ``F.scaled_dot_product_attention`` with the bias as its mask)
+            or "explicit" (the formula written out); the same numbers.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: Triple, qkv_bias: bool = True,
-                 attn_drop: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, window_size: Triple, *, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, attention: str = "sdpa") -> None:
         super().__init__()
+        dim, num_heads = positive_int(dim, "dim"), positive_int(num_heads, "num_heads")
         if dim % num_heads:
             raise ValueError(f"the stage width {dim} must be divisible by its number of heads {num_heads}")
         self.num_heads = num_heads
@@ -108,10 +120,20 @@ class WindowAttention(nn.Module):
                                                                      num_heads))  # ((2M-1)³, heads)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=flag(qkv_bias, "qkv_bias"))
         self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.fast = True
+        self.attn_drop = rate(attn_drop, "attn_drop")
+        self.attention = attention_path(attention)
+
+    @property
+    def fast(self) -> bool:
+        """True when this layer uses the SDPA path. Settable for now, but prefer the ``attention``
+        constructor argument."""
+        return self.attention == "sdpa"
+
+    @fast.setter
+    def fast(self, value: bool) -> None:
+        self.attention = "sdpa" if value else "explicit"
 
     def bias(self, n: int) -> torch.Tensor:
         """The relative position bias for windows of n tokens: (heads, n, n).
@@ -140,7 +162,7 @@ class WindowAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         bias = self.logit_bias(n, mask, bw).to(q.dtype)  # (B * nW or 1, heads, n, n)
         p = self.attn_drop if self.training else 0.0
-        if self.fast:
+        if self.attention == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
         else:
             A = torch.softmax((q * self.scale) @ k.transpose(-2, -1) + bias, dim=-1)  # (B * nW, heads, n, n)
@@ -170,19 +192,21 @@ class SwinBlock(nn.Module):
         drop_path_rate: stochastic depth rate.
         attn_drop: attention dropout.
         drop: dropout in the MLP.
+        attention: "sdpa" or "explicit" (see :class:`WindowAttention`).
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: Triple, shift_size: Triple, mlp_ratio: float = 4.0,
+    def __init__(self, dim: int, num_heads: int, window_size: Triple, shift_size: Triple, *, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_path_rate: float = 0.0, attn_drop: float = 0.0,
-                 drop: float = 0.0) -> None:
+                 drop: float = 0.0, attention: str = "sdpa") -> None:
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
-        self.drop_path_rate = drop_path_rate
+        self.drop_path_rate = rate(drop_path_rate, "drop_path_rate")
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                    attention=attention)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), drop)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout_rate=drop)
 
     def attend(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Window attention on a normalised (B, H, W, D, C) map: pad, shift, partition, attend, undo."""
@@ -209,49 +233,90 @@ class SwinBlock(nn.Module):
 
 
 MERGE_ORDER = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
-"""The order in which patch merging concatenates the 2x2x2 neighbours (MONAI's "merging" mode,
-used by the published Swin UNETR weights)."""
+"""The order in which patch merging concatenates the 2x2x2 neighbours: MONAI's default
+``downsample="merging"`` (its ``PatchMerging``, which lists them by hand), as fixed in MONAI 1.5."""
+
+MERGING_V2_ORDER = list(itertools.product(range(2), repeat=3))
+"""MONAI's ``downsample="mergingv2"`` (``PatchMergingV2``): the natural product order."""
+
+LEGACY_MERGE_ORDER = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1)]
+"""MONAI's ``PatchMerging`` before 1.5 (MONAI issue #8284): the hand-written list repeats (0, 1, 0) and
+(0, 0, 1) and never takes (1, 1, 0) or (0, 1, 1). Not a permutation: two of the eight voxels of every
+2x2x2 neighbourhood never reach the next stage. Checkpoints trained with MONAI < 1.5 (among them the
+authors' BraTS 2021 folds) learned their merging weights on this input and need it to work as trained."""
+
+MERGE_ORDERS = {"merging": MERGE_ORDER, "mergingv2": MERGING_V2_ORDER, "legacy": LEGACY_MERGE_ORDER}
 
 
 class PatchMerging(nn.Module):
     """Halve every side and double the channels: concatenate each 2x2x2 neighbourhood
-    (8C channels), normalise, and project linearly to 2C."""
+    (8C channels), normalise, and project linearly to 2C.
 
-    def __init__(self, dim: int) -> None:
+    Args:
+        dim: channels C.
+        mode: which neighbours in which order (:data:`MERGE_ORDERS`): "merging" (default, MONAI's
+            default), "mergingv2" (MONAI's ``PatchMergingV2``), or "legacy" (MONAI < 1.5).
+    """
+
+    def __init__(self, dim: int, mode: str = "merging") -> None:
         super().__init__()
+        if mode not in MERGE_ORDERS:
+            raise ValueError(f"patch merging mode must be one of {sorted(MERGE_ORDERS)}, got {mode!r}")
+        self.mode = mode
+        self.order = MERGE_ORDERS[mode]
         self.norm = nn.LayerNorm(8 * dim)
         self.reduction = nn.Linear(8 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([x[:, i::2, j::2, k::2] for i, j, k in MERGE_ORDER], dim=-1)  # (B, H/2, W/2, D/2, 8C)
+        x = torch.cat([x[:, i::2, j::2, k::2] for i, j, k in self.order], dim=-1)  # (B, H/2, W/2, D/2, 8C)
         return self.reduction(self.norm(x))  # (B, H/2, W/2, D/2, 2C)
 
 
 class SwinStage(nn.Module):
     """``depth`` Swin blocks, alternating plain and shifted windows, then patch merging.
 
-    Works on channels-first maps (B, C, H, W, D) -> (B, 2C, H/2, W/2, D/2)."""
+    Works on channels-first maps (B, C, H, W, D) -> (B, 2C, H/2, W/2, D/2).
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: Triple, drop_path_rates: list[float],
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, attn_drop: float = 0.0, drop: float = 0.0) -> None:
+    Args:
+        dim, depth, num_heads, window_size: the stage's width, blocks, heads, window M per axis.
+        drop_path_rates: one stochastic depth rate per block.
+        mlp_ratio, qkv_bias, attn_drop, drop, attention: passed to every :class:`SwinBlock`.
+        merge_mode: the :class:`PatchMerging` mode.
+        residual_conv: Swin UNETR v2 (MONAI's ``use_v2``): a :class:`ResConvBlock` first.
+        use_checkpoint: recompute each block in the backward pass instead of storing its
+            activations (``torch.utils.checkpoint``): less memory, same numbers, slower.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: Triple, drop_path_rates: list[float], *,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, attn_drop: float = 0.0, drop: float = 0.0,
+                 attention: str = "sdpa", merge_mode: str = "merging", residual_conv: bool = False,
+                 use_checkpoint: bool = False) -> None:
         super().__init__()
         self.window_size = window_size
         self.shift_size = tuple(m // 2 for m in window_size)
+        self.use_checkpoint = use_checkpoint
+        self.residual_conv = ResConvBlock(dim, dim) if residual_conv else None
         self.blocks = nn.ModuleList([
-            SwinBlock(dim, num_heads, window_size, self.shift_size if i % 2 else (0, 0, 0), mlp_ratio, qkv_bias,
-                      drop_path_rates[i], attn_drop, drop)
+            SwinBlock(dim, num_heads, window_size, self.shift_size if i % 2 else (0, 0, 0), mlp_ratio=mlp_ratio,
+                      qkv_bias=qkv_bias, drop_path_rate=drop_path_rates[i], attn_drop=attn_drop, drop=drop,
+                      attention=attention)
             for i in range(depth)
         ])
-        self.merge = PatchMerging(dim)
+        self.merge = PatchMerging(dim, merge_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual_conv is not None:
+            x = self.residual_conv(x.contiguous())  # (B, C, H, W, D)
         x = rearrange(x, "b c h w d -> b h w d c")  # (B, H, W, D, C)
         grid = tuple(x.shape[1:4])
         ws, shift = effective_window(grid, self.window_size, self.shift_size)
         padded = tuple(math.ceil(g / m) * m for g, m in zip(grid, ws))
         mask = shifted_window_mask(padded, ws, shift, x.device) if any(shift) else None  # (nW, n, n)
         for block in self.blocks:
-            x = block(x, mask)  # (B, H, W, D, C)
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, mask, use_reentrant=False)  # (B, H, W, D, C)
+            else:
+                x = block(x, mask)  # (B, H, W, D, C)
         x = self.merge(x)  # (B, H/2, W/2, D/2, 2C)
         return rearrange(x, "b h w d c -> b c h w d")  # (B, 2C, H/2, W/2, D/2)
 
@@ -268,22 +333,26 @@ class SwinTransformer(nn.Module):
         num_heads: heads per stage.
         mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate: as in the paper.
         normalize: layer-normalise (without weights) each level before returning it.
+        attention, merge_mode, residual_conv, use_checkpoint: passed to every :class:`SwinStage`.
     """
 
     def __init__(self, in_channels: int, embed_dim: int, window_size: Triple, patch_size: int,
-                 depths: tuple[int, ...], num_heads: tuple[int, ...], mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 normalize: bool = True) -> None:
+                 depths: tuple[int, ...], num_heads: tuple[int, ...], *, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, normalize: bool = True, attention: str = "sdpa",
+                 merge_mode: str = "merging", residual_conv: bool = False, use_checkpoint: bool = False) -> None:
         super().__init__()
         self.normalize = normalize
         self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(rate(drop_rate, "drop_rate"))
         n = sum(depths)
         rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]  # stochastic depth grows with depth
         starts = [sum(depths[:i]) for i in range(len(depths))]
         self.stages = nn.ModuleList([
             SwinStage(embed_dim * 2**i, depths[i], num_heads[i], window_size, rates[starts[i]:starts[i] + depths[i]],
-                      mlp_ratio, qkv_bias, attn_drop_rate, drop_rate)
+                      mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, drop=drop_rate,
+                      attention=attention, merge_mode=merge_mode, residual_conv=residual_conv,
+                      use_checkpoint=use_checkpoint)
             for i in range(len(depths))
         ])
 

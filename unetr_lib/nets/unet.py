@@ -4,6 +4,9 @@ The contracting path applies two 3x3x3 convolutions per level and halves the res
 max pooling; the expanding path doubles it with a transposed convolution and concatenates the
 feature map of the same level (the skip connection), so fine detail lost by pooling comes back.
 Chapter 1 builds it up from FCN; chapter 10 compares its cost with UNETR and Swin UNETR.
+
+MONAI's ``UNet`` is a different network (strided convolutions, residual units, PReLU), so this
+class is no drop-in for it and takes only its own three arguments.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 
 from .blocks import up_conv
-from .checks import check_volume
+from .checks import check_volume, positive_int
 
 
 class DoubleConv(nn.Sequential):
@@ -41,10 +44,17 @@ class UNet3D(nn.Module):
             number of levels, and input sides must be multiples of 2^(levels - 1).
     """
 
-    def __init__(self, in_channels: int = 4, out_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128)):
+    def __init__(
+        self, in_channels: int = 4, out_channels: int = 3, channels: Sequence[int] = (16, 32, 64, 128)
+    ) -> None:
         super().__init__()
-        channels = tuple(channels)
-        if len(channels) < 2 or not all(isinstance(c, int) and c > 0 for c in channels):
+        in_channels = positive_int(in_channels, "in_channels")
+        out_channels = positive_int(out_channels, "out_channels")
+        try:
+            channels = tuple(channels)
+        except TypeError:
+            raise ValueError(f"channels needs two or more positive ints (one per level), got {channels!r}") from None
+        if len(channels) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
             raise ValueError(f"channels needs two or more positive ints (one per level), got {channels}")
         self.in_channels = in_channels
         self.multiple_of = 2 ** (len(channels) - 1)

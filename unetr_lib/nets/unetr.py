@@ -27,72 +27,115 @@ channels. Chapter 6 measures these and the FLOPs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from .blocks import ResConvBlock, TokenUpsampler, UpBlock
-from .checks import as_triple, check_volume
+from .checks import as_triple, check_volume, is_int, monai_norm_name, monai_spatial_dims, only, positive_int
 from .vit import ViT
 
 MONAI_TAPS = (4, 7, 10)
 """The transformer blocks whose outputs MONAI's UNETR feeds to its skip connections."""
 
+PROJ_TYPES = ("conv", "perceptron")
+"""MONAI's two patch embeddings; both compute x_v E + b for every flattened patch x_v."""
+
 
 class UNETR(nn.Module):
     """UNETR: "UNEt TRansformers" for 3D segmentation.
+
+    A drop-in for MONAI's ``UNETR``: the first three arguments are positional as in MONAI, every
+    other one is keyword-only (so ``UNETR(1, 2, 64, 32)`` is a ``TypeError``, never a different
+    model), and MONAI's keywords are accepted with the values that compute what this class computes.
+    Other values raise a ``ValueError`` that names the argument and what is supported.
 
     Args:
         in_channels: input channels C (4 MRI modalities for BraTS).
         out_channels: output channels (3 regions TC, WT, ET; or J classes for softmax).
         img_size: (H, W, D) of the input, cubic or not; every side a multiple of P.
-        patch_size: P, a power of two >= 8 (the paper uses 16 and compares with 32).
         feature_size: channels of the full-resolution decoder stage (16 in the paper).
         hidden_size: K.
         mlp_dim: width of the transformer MLP.
-        num_layers: L, a multiple of 4 when ``taps`` is not given.
-        num_heads: n.
-        taps: the three transformer layers whose outputs feed the skips at H/2, H/4, H/8;
-            default (L/4, L/2, 3L/4) = (3, 6, 9). The decoder input is always LN(z_L).
-        dropout: dropout rate in the transformer.
+        num_heads: n; must divide K.
+        proj_type: MONAI's patch embedding, "conv" or "perceptron". Both are the same linear map
+            of each flattened patch (chapter 2); we always hold it as a ``Conv3d``, and
+            :func:`~unetr_lib.nets.load_monai_state_dict` reshapes a "perceptron" ``Linear`` weight.
+        norm_name: MONAI's decoder normalisation; only instance norm ("instance", or
+            ("instance", {...}) with the default settings) is what our decoder computes.
+        conv_block, res_block: MONAI's switches for convolutional, residual decoder blocks; only
+            ``True`` (UNETR's design and MONAI's default).
+        dropout_rate: dropout rate in the transformer, in [0, 1).
+        spatial_dims: only 3.
         qkv_bias: bias in the q, k, v projection (MONAI default: no).
+        save_attn: every transformer block keeps its last attention map in
+            ``vit.blocks[i].attn.att_mat`` (B, n, N, N), as in MONAI (uses the explicit path).
+        patch_size: P, a power of two >= 8 (the paper uses 16 and compares with 32; MONAI: 16).
+        num_layers: L, a multiple of 4 when ``taps`` is not given (MONAI: 12).
+        taps: the three transformer layers whose outputs feed the skips at H/2, H/4, H/8;
+            default (L/4, L/2, 3L/4) = (3, 6, 9), the paper's text. MONAI's weights need
+            ``taps=MONAI_TAPS``. The decoder input is always LN(z_L).
+        attention: "sdpa" (default) or "explicit", for every attention layer; same numbers.
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        img_size: int | tuple[int, int, int],
-        patch_size: int = 16,
+        img_size: int | Sequence[int],
+        *,
         feature_size: int = 16,
         hidden_size: int = 768,
         mlp_dim: int = 3072,
-        num_layers: int = 12,
         num_heads: int = 12,
-        taps: tuple[int, int, int] | None = None,
-        dropout: float = 0.0,
+        proj_type: str = "conv",
+        norm_name: tuple | str = "instance",
+        conv_block: bool = True,
+        res_block: bool = True,
+        dropout_rate: float = 0.0,
+        spatial_dims: int = 3,
         qkv_bias: bool = False,
+        save_attn: bool = False,
+        patch_size: int = 16,
+        num_layers: int = 12,
+        taps: tuple[int, int, int] | None = None,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
-        if patch_size < 8 or patch_size & (patch_size - 1):
+        monai_spatial_dims(spatial_dims)
+        monai_norm_name(norm_name)
+        if proj_type not in PROJ_TYPES:
+            raise ValueError(f"proj_type must be one of {PROJ_TYPES} (the same linear map of each patch), "
+                             f"got {proj_type!r}")
+        only(conv_block, "conv_block", True, "the decoder's upsampling stages are transposed conv + residual block")
+        only(res_block, "res_block", True, "the decoder blocks are residual")
+        in_channels = positive_int(in_channels, "in_channels")
+        out_channels = positive_int(out_channels, "out_channels")
+        feature_size = positive_int(feature_size, "feature_size")
+        num_layers = positive_int(num_layers, "num_layers")
+        if not is_int(patch_size) or patch_size < 8 or patch_size & (patch_size - 1):
             raise ValueError(
                 f"patch_size P must be a power of two >= 8 (the decoder upsamples H/P back to H in 2x steps "
-                f"after a first P/8 step), got {patch_size}"
+                f"after a first P/8 step), got {patch_size!r}"
             )
         if taps is None:
             if num_layers % 4:
                 raise ValueError(f"num_layers={num_layers} is not a multiple of 4: pass the three taps explicitly")
             taps = (num_layers // 4, num_layers // 2, 3 * num_layers // 4)
-        taps = tuple(taps)
-        if len(taps) != 3 or not all(1 <= t <= num_layers for t in taps) or list(taps) != sorted(taps):
+        taps = tuple(taps) if isinstance(taps, (tuple, list)) else (taps,)
+        if len(taps) != 3 or not all(is_int(t) and 1 <= t <= num_layers for t in taps) or list(taps) != sorted(taps):
             raise ValueError(f"taps must be three increasing layer numbers in 1..{num_layers}, got {taps}")
         self.in_channels = in_channels
         self.img_size = as_triple(img_size, "img_size")
-        self.patch_size = patch_size
+        self.patch_size = int(patch_size)
         self.hidden_size = hidden_size
+        self.proj_type = proj_type
         self.taps = taps
-        self.vit = ViT(in_channels, self.img_size, patch_size, hidden_size, mlp_dim, num_layers, num_heads,
-                       dropout, qkv_bias)
-        first = patch_size // 8  # the first upsampling brings H/P to H/8
+        self.vit = ViT(in_channels, self.img_size, self.patch_size, hidden_size=hidden_size, mlp_dim=mlp_dim,
+                       num_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate, qkv_bias=qkv_bias,
+                       save_attn=save_attn, attention=attention)
+        first = self.patch_size // 8  # the first upsampling brings H/P to H/8
         f = feature_size
         self.encoder1 = ResConvBlock(in_channels, f)  # x -> H
         self.encoder2 = TokenUpsampler(hidden_size, 2 * f, num_stages=2, first_scale=first)  # z3 -> H/2
