@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from fake_data import AFFINE, SHAPE, brats2021_case, brats2023_case, msd_task01, tumour, write
 from unetr_lib.data import CANONICAL, MSD, download_msd_task01, find_cases, load_case, to_regions, write_label
+from unetr_lib.data.io import check_cases, error_line
+from unetr_lib.data.layout import case_from_files
 
 
 @pytest.mark.parametrize("make, layout", [(brats2021_case, "brats2021"), (brats2023_case, "brats2023")])
@@ -143,3 +146,73 @@ def test_download_is_explicit_and_goes_through_monai(tmp_path, monkeypatch):
     (url, kwargs), = calls
     assert url.endswith("Task01_BrainTumour.tar") and kwargs["hash_type"] == "md5"
     assert target == tmp_path / "Task01_BrainTumour"
+
+
+def test_load_case_of_a_path_says_what_it_takes(tmp_path):
+    folder = brats2021_case(tmp_path)
+    with pytest.raises(ValueError, match=r"load_case takes a Case from find_cases\(root\), got str .*find_cases"):
+        load_case(str(folder))
+
+
+def test_check_cases_names_the_bad_file_and_can_skip_labels(tmp_path):
+    folder = brats2021_case(tmp_path)
+    write(folder / "BraTS2021_00000_seg.nii.gz", tumour(1, 2, 3))  # label 3 in a BraTS 2021 case
+    cases = find_cases(tmp_path)
+    with pytest.raises(ValueError, match="_seg.nii.gz holds values"):
+        check_cases(cases)
+    check_cases(cases, images_only=True)  # inference reads the images only
+
+
+def test_error_line_finds_the_value_error_monai_wrapped():
+    try:
+        try:
+            raise ValueError("case.nii.gz: cannot read it\nas NIfTI")
+        except ValueError as inner:
+            raise RuntimeError("applying transform <LoadImaged>") from inner
+    except RuntimeError as outer:
+        assert error_line(outer) == "case.nii.gz: cannot read it as NIfTI"
+    assert error_line(RuntimeError("a bug")) is None
+
+
+@pytest.mark.parametrize("make, sep, names", [
+    (brats2021_case, "_", ("t2", "t1ce", "flair", "t1")),
+    (brats2023_case, "-", ("t1c", "t1n", "t2f", "t2w")),  # a shell glob's order: t1c first, FLAIR (t2f) third
+])
+def test_loose_files_are_told_apart_by_their_names(tmp_path, make, sep, names):
+    folder = make(tmp_path)
+    files = [folder / f"{folder.name}{sep}{name}.nii.gz" for name in names]
+    case = case_from_files(files)
+    (expected,) = find_cases(tmp_path)
+    assert case.images == expected.images and case.scheme == expected.scheme and case.case_id == folder.name
+    assert [load_case(case)[0][c].max() // 100 for c in range(4)] == [0, 1, 2, 3]  # flair, t1, t1ce, t2
+    assert case_from_files(files, scheme="msd").scheme == MSD
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: [*f[:3], f[0].with_name("BraTS2021_00000_seg.nii.gz")], "is a segmentation, not an image"),
+    (lambda f: [*f[:3], f[0].with_name("scan.nii.gz")], "has a name that says no modality"),
+    (lambda f: [*f[:3], f[0]], "two files for _flair"),
+    (lambda f: [*f[:3], f[0].with_name("BraTS-GLI-00000-000-t2w.nii.gz")], "mix the names of brats2021 and brats2023"),
+    (lambda f: [*f[:3], f[3].with_name("BraTS2021_00001_t2.nii.gz")], "belong to different cases"),
+    (lambda f: f[:3], "got 3 paths"),
+])
+def test_loose_files_that_cannot_be_identified_are_refused(tmp_path, change, message):
+    folder = brats2021_case(tmp_path)
+    files = [folder / f"BraTS2021_00000_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")]
+    with pytest.raises(ValueError, match=message):
+        case_from_files(change(files))
+
+
+def test_a_label_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    make_case = brats2021_case(tmp_path / "data")
+    case = find_cases(make_case)[0]
+    out = tmp_path / "pred.nii.gz"
+
+    def broken_save(image, path):
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nib, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        write_label(np.zeros(SHAPE, np.uint8), case, out)
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # neither out nor a temporary file

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fake_data import AFFINE, SHAPE, brats2021_case, brats2023_case, msd_task01
-from unetr_lib.checkpoint import save_checkpoint
+from unetr_lib.checkpoint import read_checkpoint, save_checkpoint
 from unetr_lib.config import build_config
-from unetr_lib.infer import main, segment
+from unetr_lib.infer import main, output_file, segment
 from unetr_lib.nets import build_model
 
 
@@ -91,3 +91,38 @@ def test_foreign_and_mismatched_checkpoints(tmp_path):
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="format 99"):
         segment([folder], tmp_path / "future.pt", tmp_path / "o.nii.gz")
+
+
+def test_loose_brats2023_files_in_any_order_match_their_case_folder(tmp_path):
+    folder = brats2023_case(tmp_path / "b23")
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    from_folder = segment([folder], ckpt, tmp_path / "folder.nii.gz")
+    shuffled = [folder / f"{folder.name}-{m}.nii.gz" for m in ("t1c", "t1n", "t2f", "t2w")]  # a glob's order
+    from_files = segment(shuffled, ckpt, tmp_path / "files.nii.gz")
+    a, b = (np.asarray(nib.load(p).dataobj) for p in (from_folder, from_files))
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(b).tolist()) <= {0, 1, 2, 3} and b.any()  # written back as BraTS 2023
+
+
+def test_output_file_is_the_file_named_or_a_file_in_the_folder_named(tmp_path):
+    (tmp_path / "existing").mkdir()
+    assert output_file(tmp_path / "p.nii.gz", "case") == tmp_path / "p.nii.gz"
+    assert output_file(tmp_path / "existing", "case") == tmp_path / "existing" / "case_pred.nii.gz"
+    assert output_file(f"{tmp_path}/new/", "case", "probabilities") == tmp_path / "new" / "case_probabilities.nii.gz"
+    with pytest.raises(ValueError, match="name a .nii.gz or .nii file, or a folder"):
+        output_file(tmp_path / "out" / "p", "case")
+
+
+def test_outputs_are_checked_before_the_model_runs(tmp_path, monkeypatch):
+    folder = brats2021_case(tmp_path / "data", with_label=False)
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    existing = tmp_path / "probs.nii.gz"
+    existing.write_bytes(b"mine")
+    monkeypatch.setattr("unetr_lib.infer.model_from_checkpoint", lambda path: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match="probs.nii.gz exists; pass --overwrite"):
+        segment([folder], ckpt, tmp_path / "new.nii.gz", probabilities=existing)
+    with pytest.raises(ValueError, match="is one of the input images"):
+        segment([folder], ckpt, folder / "BraTS2021_00000_t1.nii.gz", overwrite=True)
+    with pytest.raises(ValueError, match="is a folder; give a checkpoint file in it, e.g. .*best.pt"):
+        read_checkpoint(tmp_path)
+    assert existing.read_bytes() == b"mine" and not (tmp_path / "new.nii.gz").exists()

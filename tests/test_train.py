@@ -1,6 +1,8 @@
 """The training engine: exact resume, divergence, output protection, configuration."""
 
+import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -8,8 +10,8 @@ import torch
 from fake_data import brats2021_case, msd_task01
 from unetr_lib import train as train_module
 from unetr_lib.checkpoint import read_checkpoint
-from unetr_lib.config import build_config
-from unetr_lib.train import TrainingDiverged, main, train
+from unetr_lib.config import PROFILES, add_config_arguments, build_config, resume_config
+from unetr_lib.train import TrainingDiverged, build_parser, main, plot_curves, train
 
 
 @pytest.fixture
@@ -125,3 +127,110 @@ def test_a_time_limited_run_ends_validated(data_root, tmp_path):
 def test_swin_unetr_needs_a_crop_of_at_least_64():
     with pytest.raises(ValueError, match="at least 64"):
         build_config({"model": "swin_unetr", "roi": (32, 32, 32), "profile": "cpu"})
+
+
+def test_a_time_limited_run_draws_its_last_step_and_validation(data_root, tmp_path, monkeypatch):
+    drawn = []  # the log as each call of plot_curves saw it
+
+    def spy(log_path, png_path):
+        drawn.append(log_path.read_text())
+        plot_curves(log_path, png_path)
+
+    monkeypatch.setattr(train_module, "plot_curves", spy)
+    train(tiny(data_root, tmp_path / "run", time_limit_minutes=1e-9, epochs=5), progress=False)
+    final = (tmp_path / "run" / "log.jsonl").read_text()
+    rows = [json.loads(line) for line in drawn[-1].splitlines()]
+    assert drawn[-1] == final and rows[-1]["step"] == 1 and "val_mean" in rows[-1]
+
+
+def test_a_run_stopped_before_its_first_validation_still_validates_once(data_root, tmp_path):
+    summary = train(tiny(data_root, tmp_path / "run", stop_at_step=1, val_every=2), progress=False)
+    assert summary["status"] == "stopped" and 0 <= summary["best_dice"] <= 1
+    assert read_checkpoint(tmp_path / "run" / "best.pt")["step"] == 1
+
+
+def test_checkpoints_are_readable_like_any_file(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run", stop_at_step=1), progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_library_resume_refuses_a_changed_setting(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run", stop_at_step=1), progress=False)
+    with pytest.raises(ValueError, match="was trained with lr=0.001"):
+        train(tiny(data_root, tmp_path / "run", lr=0.5), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("roi: 64", r"roi must be a list of 3 ints, got 64 \(int\)"),
+    ('lr: "fast"', r"lr must be a number \(float\), got 'fast' \(str\)"),
+    ("epochs: 2.5", r"epochs must be an int \(a whole number\), got 2.5 \(float\)"),
+    ("compile: 1", "compile must be true or false"),
+    ("modalities: flair", "modalities must be a list of strings"),
+    ("roi: [64, 64", "not a readable YAML file"),
+])
+def test_yaml_values_of_the_wrong_type_are_named(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError, match=f"c.yaml: {message}"):
+        build_config({"profile": "cpu"}, yaml_path=path)
+
+
+def test_yaml_reads_1e_4_as_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-4\nroi: [32, 32, 32]\n")  # YAML 1.1 reads 1e-4 as a string
+    config = build_config({"profile": "cpu", "model": "unet3d"}, yaml_path=path)
+    assert config.lr == 1e-4 and config.roi == (32, 32, 32)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"overlap": 2.0}, r"overlap .* must be in \[0, 1\), got 2.0"),
+    ({"overlap": 1.0}, r"must be in \[0, 1\)"),
+    ({"sw_batch_size": 0}, "sw_batch_size must be >= 1, got 0"),
+    ({"steps_per_epoch": -3}, "steps_per_epoch must be >= 1, got -3"),
+    ({"stop_at_step": 0}, "stop_at_step must be >= 1, got 0"),
+    ({"warmup_steps": -1}, "warmup_steps must be >= 0, got -1"),
+    ({"time_limit_minutes": -1.0}, "time_limit_minutes must be positive"),
+    ({"num_workers": -1}, "num_workers must be >= 0"),
+    ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    ({"cache": "ram"}, "cache must be one of"),
+    ({"model_kwargs": {"foo": 1}}, "cannot build unet3d .* unexpected keyword argument 'foo'"),
+    ({"model": "unetr", "roi": (40, 40, 40), "model_kwargs": {}}, r"cannot build unetr with roi=\(40, 40, 40\)"),
+])
+def test_every_setting_is_checked_before_training(data_root, tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(data_root, tmp_path / "run", **setting)
+    assert not (tmp_path / "run").exists()
+
+
+def test_flag_types_come_from_the_field_types():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, profile="cpu")
+    args = parser.parse_args(["--roi", "32", "32", "32", "--lr", "0.1", "--steps-per-epoch", "3", "--compile",
+                              "--modalities", "t1ce", "flair", "--time-limit-minutes", "2", "--model-kwargs",
+                              '{"channels": [4, 8]}'])
+    assert args.roi == [32, 32, 32] and args.lr == 0.1 and args.steps_per_epoch == 3 and args.compile is True
+    assert args.modalities == ["t1ce", "flair"] and args.time_limit_minutes == 2.0
+    assert args.model_kwargs == {"channels": [4, 8]} and args.epochs is None  # a flag not given is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "2.5"])
+
+
+def test_help_lists_the_profiles_and_the_chosen_profiles_defaults():
+    text = build_parser(["--profile", "cpu", "--model", "swin_unetr"]).format_help()
+    assert "64 64 64 from the cpu profile" in " ".join(text.split())
+    assert '"feature_size": 12' in text  # the cpu profile's Swin UNETR size
+    assert all(f"  {name}: " in text for name in PROFILES)
+    assert "128 128 128" in " ".join(build_parser(["--profile", "a100"]).format_help().split())
+
+
+def test_resume_takes_the_stored_settings_and_only_changes_where_and_how_long():
+    stored = build_config({"profile": "cpu", "model": "unet3d", "stop_at_step": 3, "time_limit_minutes": 1.0})
+    config = resume_config(stored, {"out_dir": "elsewhere", "num_workers": 2})
+    assert config.out_dir == "elsewhere" and config.num_workers == 2 and config.lr == stored.lr
+    assert config.stop_at_step is None and config.time_limit_minutes is None  # the last call's limits end there
+    with pytest.raises(ValueError, match="--lr, --roi cannot change when a run is resumed"):
+        resume_config(stored, {"lr": 0.1, "roi": (32, 32, 32)})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import TrainConfig
+from .config import TrainConfig, config_from_settings
 from .nets import build_model
 
 FORMAT_VERSION = 1
@@ -42,14 +42,17 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: TrainConfig, **state: Any) -> Path:
-    """Write ``path`` atomically: model weights, config, and any training ``state``."""
+    """Write ``path`` atomically: model weights, config, and any training ``state``.
+
+    The file is written next to ``path`` under a temporary name and then renamed onto it, so
+    ``path`` is always either the old or the new checkpoint. It is created like any file
+    (mode 0666 less the umask, usually 0644), so others may read the weights."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves the plain model's keys
     payload = {"format_version": FORMAT_VERSION, "unetr_lib": __version__, "config": dataclasses.asdict(config),
                "model": model.state_dict(), "rng": rng_states(), **state}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # not tempfile.mkstemp: it makes 0600 files
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -62,6 +65,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: TrainConfig, **s
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint's dictionary, checking that it is one of ours and of a known version."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; give a checkpoint file in it, e.g. {path / 'best.pt'}")
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
@@ -78,17 +83,17 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def config_of(payload: dict) -> TrainConfig:
-    settings = dict(payload["config"])
-    for name in ("roi", "synthetic_shape", "modalities"):
-        if name in settings:
-            settings[name] = tuple(settings[name])
-    return TrainConfig(**settings)
+    """The training configuration stored in a checkpoint's dictionary."""
+    return config_from_settings(payload["config"])
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
     payload = read_checkpoint(path)
-    config = config_of(payload)
+    try:
+        config = config_of(payload)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: its stored configuration is not usable here ({error})") from error
     model = build_model(config.model, len(config.modalities), out_channels(config), config.roi, **config.model_kwargs)
     try:
         model.load_state_dict(payload["model"])

@@ -7,15 +7,19 @@ affine that places voxels in the scanner's millimetre space.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import os
+import secrets
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from .labels import CANONICAL, LabelScheme, get_scheme
-from .layout import MODALITIES, Case
+from .layout import MODALITIES, NIFTI, Case
 
 AFFINE_TOLERANCE = 1e-3  # millimetres; the modalities of one case share one voxel grid
 
@@ -40,7 +44,19 @@ def read_nifti(path: str | Path, ndim: int) -> tuple[np.ndarray, nib.Nifti1Image
 
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Load one case: (image float32 (4, H, W, D), label uint8 (H, W, D) or None, affine (4, 4))."""
+    """Load one case: (image float32 (4, H, W, D), label uint8 (H, W, D) or None, affine (4, 4)).
+
+    Every file is checked on the way, and a bad one is a ``ValueError`` that names it: missing,
+    truncated or not NIfTI, the wrong number of dimensions, modalities on different voxel grids,
+    label values outside the case's scheme.
+
+    Args:
+        case: a :class:`Case`, as :func:`find_cases` returns them (``find_cases(folder)[0]``
+            for the folder of one case).
+    """
+    if not isinstance(case, Case):
+        hint = f"; for a folder use find_cases({str(case)!r})" if isinstance(case, (str, Path)) else ""
+        raise ValueError(f"load_case takes a Case from find_cases(root), got {type(case).__name__} {case!r}{hint}")
     if case.layout == "msd":
         data, reference = read_nifti(case.images[0], ndim=4)
         if data.shape[-1] != len(MODALITIES):
@@ -61,6 +77,50 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         case.scheme.check(data, source=str(case.label))
         label = data.astype(np.uint8)  # (H, W, D)
     return image, label, reference.affine
+
+
+def check_cases(cases: Iterable[Case], images_only: bool = False) -> None:
+    """Run :func:`load_case`'s checks on every case, so that a bad file stops a run before it
+    starts, with a message naming the file (MONAI's loaders would report it deep in training,
+    wrapped in a RuntimeError).
+
+    Args:
+        cases: the cases to check.
+        images_only: skip the label files (inference needs the images only).
+    """
+    for case in cases:
+        load_case(dataclasses.replace(case, label=None) if images_only else case)
+
+
+def error_line(error: BaseException) -> str | None:
+    """The message, on one line, of the ``ValueError`` or ``OSError`` behind ``error``, also when
+    MONAI wrapped it in a RuntimeError ("applying transform ..."); None when there is none.
+
+    The command-line tools print it as their one-line error; anything else is a bug and keeps
+    its traceback."""
+    while error is not None:
+        if isinstance(error, (ValueError, OSError)):
+            return " ".join(str(error).split())
+        error = error.__cause__
+    return None
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Raise ``ValueError`` unless ``path`` could be created: its nearest existing parent must be
+    a folder this process may write to.
+
+    Args:
+        path: the file or folder to be written.
+        what: what it is, for the message (e.g. "--out").
+    """
+    path = Path(path)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: no permission to write in {parent}")
 
 
 def check_same_grid(first: Path, reference: nib.Nifti1Image, path: Path, image: nib.Nifti1Image,
@@ -97,9 +157,23 @@ def write_label(label: np.ndarray, case: Case, out_path: str | Path, from_scheme
     if case.layout == "msd":
         header.set_data_shape(data.shape)
     header.set_intent("label")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, reference.affine, header), out_path)
-    return out_path
+    return save_nifti(nib.Nifti1Image(data, reference.affine, header), out_path)
+
+
+def save_nifti(image: nib.Nifti1Image, path: str | Path) -> Path:
+    """Write ``image`` to ``path`` (.nii or .nii.gz) under a temporary name, then rename it onto
+    ``path``: an interrupted write never leaves a half-written file under the name asked for."""
+    path = Path(path)
+    if not NIFTI.search(path.name):
+        raise ValueError(f"{path}: a NIfTI file name ends in .nii.gz or .nii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{secrets.token_hex(4)}.{path.name}")  # same extension: nibabel picks the format by it
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def download_msd_task01(root: str | Path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,63 @@ def _brats_case(folder: Path, files: list[Path]) -> Case | None:
             )
         labels = [f for stem, f in stems.items() if stem.endswith(sep + seg)]
         return Case(folder.name, layout, scheme, tuple(found[s] for s in suffixes), labels[0] if labels else None)
+    return None
+
+
+def case_from_files(files: Sequence[str | Path], scheme: str | LabelScheme | None = None) -> Case:
+    """Loose image files -> one Case: four BraTS files, in any order, or one 4D MSD file.
+
+    Each of four files is identified by the end of its name, as the BraTS releases write it:
+    ``_flair, _t1, _t1ce, _t2`` (BraTS 2020/2021) or ``-t2f, -t1n, -t1c, -t2w`` (BraTS 2023);
+    a name that is just the modality (``flair.nii.gz``) works too. The case then takes that
+    release's label convention, unless ``scheme`` says otherwise (default for one 4D file: msd).
+
+    Raises:
+        ValueError: a file's modality cannot be told from its name, a modality is missing or
+            given twice, the files mix releases or cases, or the number of files is not 1 or 4.
+    """
+    paths = [Path(f) for f in files]
+    if len(paths) == 1:
+        return Case(_strip_nifti(paths[0].name), "msd", get_scheme(scheme or "msd"), (paths[0],), None)
+    if len(paths) != len(MODALITIES):
+        raise ValueError(f"give one case folder, four files (flair t1 t1ce t2) or one 4D file; got {len(paths)} paths")
+    names = {layout: ", ".join(sep + s for s in suffixes) for layout, (suffixes, _, sep, _) in BRATS_LAYOUTS.items()}
+    found = [(path, _modality_of(path)) for path in paths]  # (path, (layout, suffix, case name) or None)
+    for path, match in found:
+        if match is None:
+            what = "is a segmentation, not an image" if _strip_nifti(path.name).endswith(("_seg", "-seg")) \
+                else "has a name that says no modality"
+            raise ValueError(f"{path} {what}; the images of a case end in "
+                             f"{' or '.join(f'{v} ({k})' for k, v in names.items())}")
+    layouts = sorted({layout for _, (layout, _, _) in found})
+    if len(layouts) > 1:
+        raise ValueError(f"the four files mix the names of {' and '.join(layouts)}; give the four images of one case")
+    layout = layouts[0]
+    suffixes, _, sep, layout_scheme = BRATS_LAYOUTS[layout]
+    by_suffix: dict[str, list[Path]] = {}
+    for path, (_, suffix, _) in found:
+        by_suffix.setdefault(suffix, []).append(path)
+    for suffix, group in by_suffix.items():
+        if len(group) > 1:
+            raise ValueError(f"two files for {sep + suffix}: {', '.join(map(str, group))}")
+    missing = [sep + s for s in suffixes if s not in by_suffix]
+    if missing:
+        raise ValueError(f"no file for {', '.join(missing)} among the four given; a {layout} case has {names[layout]}")
+    prefixes = sorted({prefix for _, (_, _, prefix) in found})
+    if len(prefixes) > 1:
+        raise ValueError(f"the four files belong to different cases ({', '.join(prefixes)})")
+    images = tuple(by_suffix[s][0] for s in suffixes)  # the canonical order: flair, t1, t1ce, t2
+    return Case(prefixes[0], layout, get_scheme(scheme or layout_scheme), images, None)
+
+
+def _modality_of(path: Path) -> tuple[str, str, str] | None:
+    """(layout, modality suffix, case name) told by a file's name, e.g. ``BraTS2021_00000_t1ce.nii.gz``
+    -> ("brats2021", "t1ce", "BraTS2021_00000"); None if the name ends in no modality."""
+    stem = _strip_nifti(path.name)
+    for layout, (suffixes, _, sep, _) in BRATS_LAYOUTS.items():
+        for suffix in suffixes:
+            if stem == suffix or stem.endswith(sep + suffix):
+                return layout, suffix, stem[: -len(suffix)].rstrip(sep) or path.parent.name
     return None
 
 
