@@ -92,3 +92,18 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert "BraTS2021_00000 already exists" in capsys.readouterr().err and path.read_bytes() == before
     assert main([*args, "--seed", "5", "--overwrite"]) == 0
     assert path.read_bytes() != before
+
+
+def test_voxel_size_and_parallel_workers_give_the_same_cases(tmp_path):
+    one = make_synthetic_brats(tmp_path / "one", 2, seed=2, shape=SHAPE, voxel_mm=2.0)
+    two = make_synthetic_brats(tmp_path / "two", 2, seed=2, shape=SHAPE, voxel_mm=2.0, workers=2)
+    for a, b in zip(one, two):
+        for suffix in ("flair", "seg"):
+            x, y = (nib.load(f / f"{f.name}_{suffix}.nii.gz") for f in (a, b))
+            np.testing.assert_array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj))  # workers change nothing
+            np.testing.assert_array_equal(x.affine[:3, :3], np.diag([-2.0, -2.0, 2.0]))  # 2 mm voxels
+            assert x.header.get_zooms() == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="voxel_mm"):
+        make_synthetic_brats(tmp_path / "bad", 1, shape=SHAPE, voxel_mm=0)
+    with pytest.raises(ValueError, match="workers"):
+        make_synthetic_brats(tmp_path / "bad", 1, shape=SHAPE, workers=0)

@@ -44,6 +44,7 @@ class TrainConfig:
     data_root: str | None = None  # None: the built-in synthetic set
     synthetic_cases: int = 24
     synthetic_shape: tuple[int, int, int] = (240, 240, 155)
+    synthetic_voxel_mm: float = 1.0  # the voxel size the synthetic cases' affine records
     synthetic_seed: int = 0
     cache_dir: str = "data"  # synthetic cases and the optional disk cache live here
     out_dir: str = "runs/train"
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"overlap (of neighbouring sliding windows) must be in [0, 1), got {self.overlap}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.synthetic_voxel_mm > 0:
+            raise ValueError(f"synthetic_voxel_mm must be a positive size in mm, got {self.synthetic_voxel_mm}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
@@ -204,14 +207,31 @@ def config_from_settings(settings: dict) -> TrainConfig:
     return TrainConfig(**{name: parse_setting(name, value) for name, value in settings.items()})
 
 
-SMALL_MODELS = {  # the `cpu` profile: learns something in minutes on 2 cores
-    "unetr": dict(feature_size=8, hidden_size=96, mlp_dim=192, num_layers=4, num_heads=4),
-    "swin_unetr": dict(feature_size=12, num_heads=(1, 2, 2, 4)),
+SMALL_MODELS = {  # the book scale: the smallest models that are still the papers' architectures
+    # UNETR: the paper's 12 layers and taps z3, z6, z9, z12, MLP ratio 4, patch 16; K = 96 and 4 heads
+    # instead of 768 and 12, feature size 8 instead of 16. MONAI's UNETR of the same sizes exists too.
+    "unetr": dict(feature_size=8, hidden_size=96, mlp_dim=384, num_layers=12, num_heads=4),
+    # Swin UNETR: the paper's four stages of depth 2 and its decoder; feature size 12 instead of 48,
+    # heads (1, 2, 2, 4), and windows of 4: a 64³ crop has stages of 32³ ... 4³, which windows of 4
+    # tile exactly (7 would pad every stage), and the step is about 2.5x cheaper.
+    "swin_unetr": dict(feature_size=12, num_heads=(1, 2, 2, 4), window_size=4),
+    # 3D U-Net: four levels, 8 to 64 channels (the 3D U-Net paper: 32 to 256).
     "unet3d": dict(channels=(8, 16, 32, 64)),
 }
+BOOK_SHAPE = (120, 120, 78)
+"""The book scale's volumes: BraTS's 240 x 240 x 155 field of view at 2 mm voxels."""
+BOOK_STEPS = {"unet3d": 800, "unetr": 800, "swin_unetr": 600}
+"""Training steps of the book-scale reference runs (benchmarks/cpu_profile.py, chapter 8): about
+6-10 minutes per model on 2 quiet cores with bf16."""
+HELD_OUT = dict(n_cases=8, seed=1, shape=BOOK_SHAPE, voxel_mm=2.0)
+"""The held-out synthetic cases of the book scale: another random seed than the training set,
+so no case is seen in training or in the validation that picks the best checkpoint."""
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": dict(roi=(64, 64, 64), batch_size=2, amp="off", synthetic_cases=12, synthetic_shape=(128, 128, 96),
-                lr=1e-3, epochs=10, sw_batch_size=4, model_kwargs=SMALL_MODELS),
+    # the book scale (chapter 8 explains the recipe): 2 mm cases, 64³ crops that hold most of the
+    # brain, bf16 where the CPU has it, a warm-up, validation on 4 cases every 200 steps
+    "cpu": dict(roi=(64, 64, 64), batch_size=2, amp="auto", synthetic_cases=32, synthetic_shape=BOOK_SHAPE,
+                synthetic_voxel_mm=2.0, val_fraction=0.125, lr=1e-3, warmup_steps=50, epochs=16,
+                steps_per_epoch=50, val_every=4, sw_batch_size=4, overlap=0.25, model_kwargs=SMALL_MODELS),
     "colab-t4": dict(roi=(128, 128, 128), batch_size=1, amp="fp16", lr=1e-4, num_workers=2),
     "a100": dict(roi=(128, 128, 128), batch_size=2, amp="bf16", lr=2e-4, num_workers=8),
     "h100": dict(roi=(128, 128, 128), batch_size=2, amp="bf16", lr=2e-4, num_workers=8),
@@ -325,6 +345,7 @@ HELP = {  # what each setting means, for --help
     "data_root": "a BraTS 2020/2021, BraTS 2023 or MSD Task01 folder; without it, the built-in synthetic set",
     "synthetic_cases": "number of built-in synthetic cases",
     "synthetic_shape": "size of the built-in synthetic cases in voxels",
+    "synthetic_voxel_mm": "voxel size of the built-in synthetic cases in mm (the brain fills the volume)",
     "synthetic_seed": "random seed of the built-in synthetic cases",
     "cache_dir": "folder for the synthetic cases and the disk cache",
     "out_dir": "the run folder: log.jsonl, curves.png, last.pt, best.pt, summary.json",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import math
 import sys
 import time
@@ -182,7 +183,8 @@ def prepare_cases(config: TrainConfig, progress: bool = False) -> tuple[list[Cas
         ValueError: no usable data set, too few labelled cases, or a bad file (named).
     """
     root = config.data_root or ensure_synthetic(config.cache_dir, config.synthetic_cases, config.synthetic_seed,
-                                                config.synthetic_shape)
+                                                config.synthetic_shape, config.synthetic_voxel_mm,
+                                                workers=min(8, os.cpu_count() or 1))
     train_cases, val_cases = split_cases(find_cases(root), config.val_fraction, config.seed)
     check_cases(tqdm(train_cases + val_cases, desc="checking cases", disable=not progress, file=sys.stderr,
                      leave=False))

@@ -144,9 +144,10 @@ def rician_noise(gen: torch.Generator, image: torch.Tensor, sigma: float) -> tor
     return torch.sqrt(real.square() + imaginary.square())
 
 
-def brats_affine(shape: Sequence[int]) -> np.ndarray:
-    """The affine of BraTS 2021 files: x and y flipped (LPS-like), 1 mm voxels."""
-    return np.array([[-1.0, 0, 0, 0], [0, -1, 0, shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]])
+def brats_affine(shape: Sequence[int], voxel_mm: float = 1.0) -> np.ndarray:
+    """The affine of BraTS 2021 files: x and y flipped (LPS-like), ``voxel_mm`` voxels (1 mm in BraTS)."""
+    v = float(voxel_mm)
+    return np.array([[-v, 0, 0, 0], [0, -v, 0, v * (shape[1] - 1)], [0, 0, v, 0], [0, 0, 0, 1]])
 
 
 def fitted_template(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -173,10 +174,14 @@ def largest_part(where: torch.Tensor, parts: Sequence[torch.Tensor], values: Seq
     return out * where
 
 
-def synthesize_case(rng: np.random.Generator, shape: Sequence[int] = (240, 240, 155)) -> SyntheticCase:
+def synthesize_case(rng: np.random.Generator, shape: Sequence[int] = (240, 240, 155),
+                    voxel_mm: float = 1.0) -> SyntheticCase:
     """Make one case in memory (see the module docstring for the steps).
 
-    All the work happens in the brain's bounding box, which is then centred in ``shape``."""
+    All the work happens in the brain's bounding box, which is then centred in ``shape``. The
+    brain is fitted to ``shape``, so a smaller volume is a coarser image of the same anatomy:
+    ``voxel_mm`` only sets the voxel size the affine records (120 x 120 x 78 at 2 mm is a BraTS
+    case at half its resolution, the book scale of chapter 8)."""
     shape = tuple(int(s) for s in shape)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     maps = fitted_template(shape)  # (3, h, w, d)
@@ -217,7 +222,7 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int] = (240, 240, 
 
     pads = [((s - i) // 2, s - i - (s - i) // 2) for s, i in zip(shape, box_shape)]
     pad = lambda a: F.pad(a, [p for pair in reversed(pads) for p in pair]).numpy()  # noqa: E731 - centre in shape
-    return SyntheticCase(pad(image), pad(label), pad(tissue), brats_affine(shape))
+    return SyntheticCase(pad(image), pad(label), pad(tissue), brats_affine(shape, voxel_mm))
 
 
 def write_case(case: SyntheticCase, folder: Path, case_id: str) -> None:
@@ -234,13 +239,29 @@ def write_case(case: SyntheticCase, folder: Path, case_id: str) -> None:
     nib.save(nib.Nifti1Image(stored(case.label), case.affine), folder / f"{case_id}_seg.nii.gz")
 
 
+def _make_one(task: tuple[int, int, tuple[int, int, int], float, Path]) -> None:
+    """Make and write case k (one process of ``make_synthetic_brats(workers=...)``)."""
+    seed, k, shape, voxel_mm, folder = task
+    with torch.no_grad():
+        write_case(synthesize_case(np.random.default_rng([seed, k]), shape, voxel_mm), folder, folder.name)
+
+
 def make_synthetic_brats(out_dir: str | Path, n_cases: int, seed: int = 0,
-                         shape: Sequence[int] = (240, 240, 155)) -> list[Path]:
+                         shape: Sequence[int] = (240, 240, 155), voxel_mm: float = 1.0,
+                         workers: int = 1) -> list[Path]:
     """Write ``n_cases`` synthetic cases in the BraTS 2021 layout under ``out_dir``.
 
     Case k is made from ``numpy.random.default_rng([seed, k])``: the same seed gives the same
-    cases, and case k does not depend on how many cases are made. Existing case folders are
-    never overwritten.
+    cases, and case k does not depend on how many cases are made, nor on ``workers``. Existing
+    case folders are never overwritten.
+
+    Args:
+        out_dir: the folder that receives one folder per case.
+        n_cases: how many cases.
+        seed: the random seed of the set.
+        shape: the volume (H, W, D) in voxels, each side at least 64.
+        voxel_mm: the voxel size written into the affine (see :func:`synthesize_case`).
+        workers: processes making cases in parallel (1: in this process).
 
     Returns:
         The case folders ``out_dir/BraTS2021_00000``, ``.../BraTS2021_00001``, ...
@@ -250,12 +271,26 @@ def make_synthetic_brats(out_dir: str | Path, n_cases: int, seed: int = 0,
         raise ValueError(f"n_cases must be >= 1, got {n_cases}")
     if len(shape) != 3 or min(shape) < 64:
         raise ValueError(f"shape must be three sides of at least 64 voxels, got {shape}")
+    if not voxel_mm > 0:
+        raise ValueError(f"voxel_mm must be a positive size in millimetres, got {voxel_mm}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     folders = [out_dir / f"BraTS2021_{k:05d}" for k in range(n_cases)]
     existing = [str(f) for f in folders if f.exists()]
     if existing:
         raise ValueError(f"{existing[0]} already exists; choose another folder or remove it")
-    with torch.no_grad():
-        for k, folder in enumerate(folders):
-            write_case(synthesize_case(np.random.default_rng([seed, k]), shape), folder, folder.name)
+    tasks = [(seed, k, shape, float(voxel_mm), folder) for k, folder in enumerate(folders)]
+    if workers == 1:
+        for task in tasks:
+            _make_one(task)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        template()  # load the template once, before the workers fork, so each inherits it
+        # one thread per worker: the workers are the parallelism
+        with ProcessPoolExecutor(min(workers, n_cases), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            list(pool.map(_make_one, tasks))
     return folders

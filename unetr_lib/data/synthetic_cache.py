@@ -8,21 +8,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def synthetic_folder(cache_dir: str | Path, n_cases: int, seed: int, shape: Sequence[int]) -> Path:
-    """Where the synthetic set of these settings lives: one folder per (n, seed, shape)."""
+def synthetic_folder(cache_dir: str | Path, n_cases: int, seed: int, shape: Sequence[int],
+                     voxel_mm: float = 1.0) -> Path:
+    """Where the synthetic set of these settings lives: one folder per (n, seed, shape, voxel size)."""
     h, w, d = shape
-    return Path(cache_dir) / f"synthetic-n{n_cases}-seed{seed}-{h}x{w}x{d}"
+    size = "" if voxel_mm == 1.0 else f"-{voxel_mm:g}mm"
+    return Path(cache_dir) / f"synthetic-n{n_cases}-seed{seed}-{h}x{w}x{d}{size}"
 
 
 def ensure_synthetic(cache_dir: str | Path, n_cases: int, seed: int = 0,
-                     shape: Sequence[int] = (240, 240, 155)) -> Path:
-    """The folder of the synthetic set, generating it first if it is not complete yet.
+                     shape: Sequence[int] = (240, 240, 155), voxel_mm: float = 1.0, workers: int = 1) -> Path:
+    """The folder of the synthetic set, generating it first (with ``workers`` processes) if it
+    is not complete yet.
 
     Cases are written into ``<folder>.partial`` and renamed when all are done, so an
     interrupted generation never passes for a complete one."""
     from .synthetic import make_synthetic_brats
 
-    folder = synthetic_folder(cache_dir, n_cases, seed, shape)
+    folder = synthetic_folder(cache_dir, n_cases, seed, shape, voxel_mm)
     marker = folder / "complete.json"
     if marker.exists():
         return folder
@@ -32,7 +35,8 @@ def ensure_synthetic(cache_dir: str | Path, n_cases: int, seed: int = 0,
     partial = folder.with_name(folder.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # our own unfinished generation
-    make_synthetic_brats(partial, n_cases, seed=seed, shape=tuple(shape))
-    (partial / "complete.json").write_text(json.dumps({"n_cases": n_cases, "seed": seed, "shape": list(shape)}))
+    make_synthetic_brats(partial, n_cases, seed=seed, shape=tuple(shape), voxel_mm=voxel_mm, workers=workers)
+    (partial / "complete.json").write_text(json.dumps({"n_cases": n_cases, "seed": seed, "shape": list(shape),
+                                                       "voxel_mm": voxel_mm}))
     partial.rename(folder)
     return folder
