@@ -72,3 +72,11 @@ def test_committed_cpu_profile_has_every_field(path):
         assert r["held_out_mean"] == pytest.approx(sum(r["held_out"].values()) / 3, abs=1e-3)
         assert r["curve"][-1]["step"] == r["steps"]
     assert report["unetr_step_vs_monai"]["time_ratio"] > 0
+
+
+def test_blocks_build_and_run_on_the_meta_device():
+    """Chapters 7 and 10 count FLOPs of full-size models on the meta device: no autocast there."""
+    with torch.device("meta"):
+        block = ResConvBlock(4, 8)
+        out = block(torch.empty(1, 4, 2, 2, 2))
+    assert out.shape == (1, 8, 2, 2, 2) and out.device.type == "meta"

@@ -41,9 +41,11 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            y = F.group_norm(x.contiguous().float(), self.num_channels, eps=self.eps)  # (B, C, H, W, D)
-        return y.to(x.dtype)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                y = F.group_norm(x.contiguous().float(), self.num_channels, eps=self.eps)  # (B, C, H, W, D)
+            return y.to(x.dtype)
+        return F.group_norm(x.contiguous(), self.num_channels, eps=self.eps)  # (B, C, H, W, D)
 
 
 def tiny_map_under_cpu_autocast(x: torch.Tensor, side: int = 2) -> bool:
