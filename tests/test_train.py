@@ -78,7 +78,7 @@ def test_config_precedence_and_errors(tmp_path):
     path.write_text("model: swin_unetr\nlr: 0.01\nroi: [64, 64, 64]\n")
     config = build_config({"lr": 0.02, "profile": "cpu"}, yaml_path=path)
     assert config.model == "swin_unetr" and config.lr == 0.02 and config.roi == (64, 64, 64)
-    assert config.model_kwargs == {"feature_size": 12, "num_heads": (1, 2, 2, 4)}  # the cpu profile's size
+    assert config.model_kwargs == {"feature_size": 12, "num_heads": (1, 2, 2, 4), "window_size": 4}  # the cpu profile's size
     assert build_config({"profile": "h100", "model": "unetr"}).amp == "bf16"
     with pytest.raises(ValueError, match="unknown settings"):
         build_config({"learning_rate": 1})
