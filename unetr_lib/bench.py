@@ -100,9 +100,13 @@ def make_step(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callab
     return step
 
 
-def interleaved_times(steps: dict[str, Callable[[], torch.Tensor]], repeats: int, warmup: int,
+def interleaved_times(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
                       device: torch.device) -> dict[str, list[float]]:
-    """Run each step ``warmup`` times, then ``repeats`` rounds, alternating who goes first."""
+    """Run each step ``warmup`` times, then ``repeats`` rounds, alternating who goes first.
+
+    Returns the seconds of every timed call, per step name. On CUDA every call is bracketed by
+    ``torch.cuda.synchronize`` so that the time is the GPU's, not the launch's. The book's timers
+    (:mod:`unetr_lib.tools`) are built on this one."""
     names = list(steps)
     for _ in range(warmup):
         for name in names:
@@ -124,20 +128,36 @@ def _proc_status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
-def _cpu_peak_child(model: str, size_name: str, size: int, which: str, threads: int) -> float:
-    """In a fresh process: build one model, reset the peak resident set size (Linux's
-    ``clear_refs``), run one forward pass, and return how far the peak rose above the
-    resident size before it, in GiB: the memory the forward pass needed."""
+def cpu_peak_rise_gib(fn: Callable[[], object]) -> float | None:
+    """How far this process's resident set size peaks above its level just before ``fn()``, in
+    GiB: the memory ``fn`` needed. Linux only: ``/proc/self/clear_refs`` resets the peak
+    (``VmHWM``) to the current size; None where that file cannot be written.
+
+    Memory that the allocator freed earlier and reuses does not show as a rise, so small peaks
+    read as about 0 (chapter 3 discusses this)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current resident size
+    except OSError:
+        return None
+    before = _proc_status_kib("VmRSS")
+    fn()
+    return (_proc_status_kib("VmHWM") - before) * 1024 / GiB
+
+
+def _cpu_peak_child(model: str, size_name: str, size: int, which: str, threads: int) -> float | None:
+    """In a fresh process: build one model and return the peak memory of one forward pass
+    (:func:`cpu_peak_rise_gib`), in GiB."""
     torch.set_num_threads(threads)
     net, shape = build_model(model, size_name, which, size)
     net.eval()
     x = torch.randn(shape)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets VmHWM to the current resident size
-    before = _proc_status_kib("VmRSS")
-    with torch.inference_mode():
-        net(x)
-    return (_proc_status_kib("VmHWM") - before) * 1024 / GiB
+
+    def forward() -> None:
+        with torch.inference_mode():
+            net(x)
+
+    return cpu_peak_rise_gib(forward)
 
 
 def cpu_peak_memory(model: str, size_name: str, size: int, which: str) -> float | None:

@@ -92,7 +92,8 @@ def predict(model: torch.nn.Module, image: torch.Tensor, config: TrainConfig, am
     """Probabilities (C, H, W, D) of one preprocessed image, as validation computes them.
 
     Picks the model's channels (``config.modalities``), runs in the run's mixed precision
-    (``config.amp``: bf16 or fp16 on a GPU, fp32 on the CPU) and slides the model's window over
+    (``config.amp``, as :func:`unetr_lib.device.amp_dtype` resolves it: bf16 or fp16 on a GPU,
+    bf16 on a CPU with bf16 instructions, else fp32) and slides the model's window over
     the volume (``config.roi``, ``config.overlap``, ``config.sw_batch_size``) with
     :func:`predict_probabilities`. Chapter 9 (09_evaluation) explains each step.
 

@@ -1,0 +1,151 @@
+"""The book's tools: shape checks, timers (counted, not timed), FLOP and memory counters."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unetr_lib import bench, tools
+from unetr_lib.nets import MultiHeadSelfAttention
+from unetr_lib.tools import (ShapeError, best_time, check_shape, count_flops, count_parameters, flops_by_module,
+                             median_time, peak_memory_mib, time_calls)
+
+
+def test_check_shape_passes_returns_and_prints(capsys):
+    x = torch.zeros(2, 3, 4)
+    assert check_shape(x, (2, 3, 4)) is x
+    assert capsys.readouterr().out == ""  # quiet without a name
+    assert check_shape(x, (2, None, -1), "tokens (B, N, K)") is x  # wildcards
+    out = capsys.readouterr().out
+    assert out.startswith("tokens (B, N, K)") and out.rstrip().endswith("(2, 3, 4)")
+    array = np.zeros((5, 6), np.uint8)
+    assert check_shape(array, (5, 6)) is array
+    assert check_shape(torch.Size([1, 8]), (1, 8)) == torch.Size([1, 8])  # a recorded shape
+    assert check_shape((3, 4), [np.int64(3), 4]) == (3, 4)
+
+
+def test_check_shape_failure_names_both_shapes():
+    with pytest.raises(ShapeError, match=r"z0: expected shape \(1, 512, 768\), got \(1, 216, 768\) \(axis 1 differs\)"):
+        check_shape(torch.zeros(1, 216, 768), (1, 512, 768), "z0")
+    with pytest.raises(ShapeError, match=r"3 axes instead of 2"):
+        check_shape(torch.zeros(1, 2, 3), (1, 2))
+    # a failed check is both an AssertionError (a check, as d2l's assert) and a ValueError (a bad input)
+    for kind in (AssertionError, ValueError):
+        with pytest.raises(kind):
+            check_shape(torch.zeros(2), (3,))
+
+
+def test_check_shape_refuses_what_is_not_a_shape():
+    with pytest.raises(ValueError, match="expected must hold ints"):
+        check_shape(torch.zeros(2), ("2",))
+    with pytest.raises(ValueError, match="takes a tensor"):
+        check_shape("abc", (3,))
+
+
+class FakeClock:
+    """perf_counter that advances only when a timed function runs: durations are exact."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def function(self, durations, calls):
+        it = iter(durations)
+
+        def fn():
+            calls.append(fn)
+            self.now += next(it)
+        return fn
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(bench.time, "perf_counter", fake)
+    return fake
+
+
+def test_timers_count_calls_and_reduce_exactly(clock):
+    calls = []
+    fn = clock.function([9.0, 9.0, 3.0, 1.0, 2.0], calls)  # two warm-up calls, then three timed
+    assert best_time(fn, repeat=3, warmup=2) == 1.0
+    assert len(calls) == 5
+    calls.clear()
+    fn = clock.function([9.0, 3.0, 1.0, 2.0], calls)
+    assert median_time(fn, repeat=3, warmup=1) == 2.0
+    assert len(calls) == 4
+
+
+def test_time_calls_interleaves_and_alternates_who_goes_first(clock):
+    order = []
+    a, b = clock.function([1.0] * 4, order), clock.function([2.0] * 4, order)
+    times = time_calls({"a": a, "b": b}, repeat=3, warmup=1)
+    assert times == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    assert order == [a, b, a, b, b, a, a, b]  # warm-up, then rounds a-b, b-a, a-b
+
+
+def test_real_timer_is_positive():
+    assert best_time(lambda: sum(range(1000)), repeat=2, warmup=0) > 0
+    assert median_time(lambda: sum(range(1000)), repeat=1, warmup=0) > 0
+
+
+def test_timers_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        best_time(lambda: None, repeat=0)
+    with pytest.raises(ValueError, match="warmup"):
+        median_time(lambda: None, warmup=-1)
+    with pytest.raises(ValueError, match="at least one function"):
+        time_calls({})
+
+
+def test_count_flops_of_linear_and_conv_equal_the_formulas():
+    B, n_in, n_out = 4, 10, 7
+    assert count_flops(nn.Linear(n_in, n_out), torch.randn(B, n_in)) == 2 * B * n_in * n_out
+    C_in, C_out, k, side = 3, 5, 3, 8
+    conv = nn.Conv3d(C_in, C_out, k, padding=1)
+    assert count_flops(conv, torch.randn(1, C_in, side, side, side)) == 2 * side**3 * C_out * C_in * k**3
+    a, b = torch.randn(6, 5), torch.randn(5, 4)
+    assert count_flops(lambda: a @ b) == 2 * 6 * 5 * 4  # any function, no arguments
+    with torch.device("meta"):  # counted without computing
+        assert count_flops(nn.Linear(n_in, n_out), torch.empty(B, n_in)) == 2 * B * n_in * n_out
+
+
+def test_flops_by_module_adds_up():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    counts = flops_by_module(model, torch.randn(3, 8))
+    assert counts["Sequential.0"] == 2 * 3 * 8 * 16 and counts["Sequential.2"] == 2 * 3 * 16 * 2
+    assert counts["Global"] == counts["Sequential"] == counts["Sequential.0"] + counts["Sequential.2"]
+    assert counts["Global"] == count_flops(model, torch.randn(3, 8))
+
+
+def test_cpu_flop_count_misses_the_fused_attention_kernel():
+    """The trap count_flops warns about: on the CPU the SDPA path's q kᵀ and A v go uncounted."""
+    N, K = 64, 96
+    z = torch.randn(1, N, K)
+    explicit = MultiHeadSelfAttention(K, 4, attention="explicit")
+    sdpa = MultiHeadSelfAttention(K, 4, attention="sdpa")
+    sdpa.load_state_dict(explicit.state_dict())
+    assert count_flops(explicit, z) - count_flops(sdpa, z) == 2 * (2 * N * N * K)
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_memory_sees_a_large_allocation():
+    def allocate():
+        x = torch.ones(32 * 2**20 // 4)  # 32 MiB of float32, touched
+        return float(x[-1])
+
+    assert 24 < peak_memory_mib(allocate) < 64
+
+
+def test_peak_memory_without_proc_is_nan(monkeypatch):
+    monkeypatch.setattr(tools, "cpu_peak_rise_gib", lambda fn: None)
+    assert math.isnan(peak_memory_mib(lambda: None))
+
+
+def test_count_parameters_is_the_library_one():
+    assert count_parameters(nn.Linear(3, 2)) == 3 * 2 + 2
