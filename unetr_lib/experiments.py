@@ -43,6 +43,9 @@ SMOKE_DIR_VARIABLE = "UNETR_BOOK_SMOKE_DIR"
 """Environment variable: the folder a smoke run writes into (default: a new temporary folder)."""
 SESSION_MINUTES_VARIABLE = "UNETR_BOOK_SESSION_MINUTES"
 """Environment variable: how long one run of a notebook may train, when it is not set in the notebook."""
+RESULTS_DIR_VARIABLE = "UNETR_BOOK_RESULTS_DIR"
+"""Environment variable: the folder of the chapters' ``<chapter>.json`` records (default ``results/``;
+in smoke mode, none unless this is set)."""
 LEDGER = "ledger.json"
 STATUSES = ("new", "finished", "stopped", "capped", "paused", "time limit")
 
@@ -111,12 +114,14 @@ class Session:
         pipeline = "{}x{}x{}-".format(*config.roi) + "+".join(config.modalities) + f"-{target}"
         return dataclasses.replace(config, cache_dir=str(self.cache_root / pipeline))
 
-    def synthetic(self, n_cases: int, shape: Sequence[int], seed: int = 0, workers: int | None = None) -> Path:
+    def synthetic(self, n_cases: int, shape: Sequence[int], seed: int = 0, workers: int | None = None,
+                  voxel_mm: float = 1.0) -> Path:
         """The folder of a synthetic BraTS-style set in ``data_dir``, made once by
         :func:`~unetr_lib.data.synthetic_cache.ensure_synthetic` with ``workers`` processes
-        (default: one per CPU core, at most 16)."""
+        (default: one per CPU core, at most 16), with voxels of ``voxel_mm`` millimetres."""
         workers = workers or max(1, min(16, os.cpu_count() or 1))
-        return ensure_synthetic(self.data_dir, n_cases, seed=seed, shape=tuple(shape), workers=workers)
+        return ensure_synthetic(self.data_dir, n_cases, seed=seed, shape=tuple(shape), workers=workers,
+                                voxel_mm=voxel_mm)
 
 
 def start_session(chapter: str, smoke: bool, session_minutes: float | None = None,
@@ -144,6 +149,8 @@ def start_session(chapter: str, smoke: bool, session_minutes: float | None = Non
     else:
         root = Path(root)
         data_dir, runs, results = root / "data", root / "runs", Path("results") / f"{chapter}.json"
+    if os.environ.get(RESULTS_DIR_VARIABLE):  # set by the runner (python -m unetr_lib.book) to write elsewhere
+        results = Path(os.environ[RESULTS_DIR_VARIABLE]) / f"{chapter}.json"
     session = Session(chapter, bool(smoke), data_dir, runs, results, resolve_device("auto"),
                       "cpu" if smoke else detect_profile(), session_minutes)
     session.run_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +339,7 @@ def train_in_chunks(config: TrainConfig, *, max_steps: int | None = None, max_mi
                  "steps": summary["step"] - ledger["step"], "seconds": summary["seconds"],
                  "minutes": summary["seconds"] / 60, "status": summary["status"], "best_dice": summary["best_dice"],
                  "peak_memory_gib": peak,
+                 "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
                  "validation": _validations(out / "log.jsonl", ledger["step"], summary["step"])}
         ledger["chunks"].append(chunk)
         ledger.update(status=summary["status"], step=summary["step"], total_steps=summary["total_steps"],

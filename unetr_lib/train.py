@@ -312,7 +312,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                log.write(json.dumps({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}) + "\n")
+                log.write(json.dumps({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                                      "time": round(time.time(), 3)}) + "\n")  # wall clock: s/step, minutes
                 epoch_done = step % steps_per_epoch == 0
                 if epoch_done and ((step // steps_per_epoch) % config.val_every == 0 or step == total_steps):
                     validate_and_log(log)
