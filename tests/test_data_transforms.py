@@ -75,3 +75,18 @@ def test_disk_cache_keeps_pipelines_apart(mixed_cases, tmp_path):
     two = make_dataset(mixed_cases[:1], val_transforms(modalities=("t1ce", "flair")), cache="disk",
                        cache_dir=tmp_path)[0]["image"]
     assert four.shape[0] == 4 and two.shape[0] == 2
+
+
+@pytest.mark.parametrize("pipeline", ["train", "val"])
+def test_a_batch_mixing_cached_and_fresh_items_collates(mixed_cases, tmp_path, pipeline):
+    """The first epoch of a disk cache mixes items loaded from the cache with items computed just now;
+    they must have the same keys and types (the crop-to-brain step once stored its box coordinates,
+    as numpy in a fresh item and otherwise in a cached one, and such a batch failed to collate)."""
+    transform = train_transforms(roi=(16, 16, 8)) if pipeline == "train" else val_transforms()
+    data = make_dataset(mixed_cases[:2], transform, cache="disk", cache_dir=tmp_path / "cache")
+    data[0]  # case 0 is now on disk, case 1 is not
+    cached, fresh = data[0], data[1]
+    cached, fresh = (x[0] if isinstance(x, list) else x for x in (cached, fresh))
+    assert set(cached) == set(fresh) and "foreground_start_coord" not in fresh
+    batch = next(iter(DataLoader(data, batch_size=2, shuffle=False)))
+    assert batch["image"].shape[0] == 2

@@ -137,6 +137,18 @@ def book_scale(name: str) -> BookScale:
     return scale
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     """What a results file records about the machine: device, CPU cores, load, versions."""
     import monai
@@ -146,7 +158,7 @@ def environment() -> dict:
 
     cuda = torch.cuda.is_available()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"device": torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()})",
+    return {"device": torch.cuda.get_device_name(0) if cuda else cpu_name(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_1_5_15": None if load is None else [round(x, 2) for x in load],
             "torch": torch.__version__, "monai": monai.__version__, "unetr_lib": __version__,

@@ -100,7 +100,10 @@ def load_transforms(modalities: Sequence[str] = MODALITIES) -> list:
     steps = [
         T.LoadImaged(keys=["image", "label"], ensure_channel_first=True, allow_missing_keys=True),
         T.Orientationd(keys=["image", "label"], axcodes="RAS", labels=None, allow_missing_keys=True),
-        T.CropForegroundd(keys=["image", "label"], source_key="image", allow_missing_keys=True),
+        # no foreground_start/end_coord keys: a disk-cached item stores them as other types than a fresh
+        # one, and a batch mixing the two (the first epoch of a disk cache) would fail to collate
+        T.CropForegroundd(keys=["image", "label"], source_key="image", allow_missing_keys=True,
+                          start_coord_key=None, end_coord_key=None),
     ]
     if tuple(modalities) != MODALITIES:
         steps.append(SelectChannelsd("image", modalities))
