@@ -139,7 +139,21 @@ def test_peak_memory_sees_a_large_allocation():
         x = torch.ones(32 * 2**20 // 4)  # 32 MiB of float32, touched
         return float(x[-1])
 
+    garbage = [torch.ones(40 * 2**20 // 4) for _ in range(4)]  # memory freed before the measurement ...
+    del garbage  # ... must not hide the rise (the allocator hands free memory back first)
     assert 24 < peak_memory_mib(allocate) < 64
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_memory_in_a_fresh_process():
+    """The same measurement where nothing else ran before (the test above shares its process with the suite)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from unetr_lib.tools import peak_memory_mib; "
+            "print(peak_memory_mib(lambda: float(torch.ones(32 * 2**20 // 4)[-1])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert 24 < float(out.stdout.strip().splitlines()[-1]) < 64
 
 
 def test_peak_memory_without_proc_is_nan(monkeypatch):
