@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -135,6 +136,11 @@ def book_scale(name: str) -> BookScale:
             raise ValueError(f"the {name} scale needs a CUDA GPU and this machine has none; "
                              "use --scale cpu (or smoke)")
     return scale
+
+
+def json_number(x) -> float | None:
+    """``x`` as a float for a results file, with NaN (and None) as None, which JSON can hold."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def cpu_name() -> str:
