@@ -1,4 +1,4 @@
-"""The scales of Part III and the runner that executes chapters 8, 9 and 10 with their outputs.
+"""The scales of Part III and the runner that executes chapters 8 to 11 with their outputs.
 
 Chapters 8 (training), 9 (evaluation) and 10 (ablations) train models, so the book build does
 not execute them: their pages show the outputs of one committed run. This module holds the
@@ -41,8 +41,8 @@ from pathlib import Path
 from .config import BOOK_SHAPE, SMALL_MODELS
 from .experiments import RESULTS_DIR_VARIABLE, SESSION_MINUTES_VARIABLE, SMOKE_DIR_VARIABLE
 
-CHAPTERS = ("08_training", "09_evaluation", "10_ablations")
-"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs)."""
+CHAPTERS = ("08_training", "09_evaluation", "10_ablations", "11_open_questions")
+"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs; 11 trains its own)."""
 SCALE_LINE = re.compile(r'^SCALE\s*=\s*"(\w+)"', re.M)
 
 
@@ -106,7 +106,9 @@ SCALES = {
         models={"unetr": dict(roi=(32, 32, 32), model_kwargs=dict(feature_size=8, hidden_size=96, mlp_dim=192,
                                                                   num_layers=4, num_heads=4)),
                 "swin_unetr": dict(roi=(64, 64, 64), model_kwargs=dict(feature_size=6, num_heads=(1, 1, 1, 1))),
-                "unet3d": dict(roi=(32, 32, 32), model_kwargs=dict(channels=(8, 16, 32, 64)))},
+                "unet3d": dict(roi=(32, 32, 32), model_kwargs=dict(channels=(8, 16, 32, 64))),
+                "setr": dict(roi=(32, 32, 32), model_kwargs=dict(hidden_size=96, mlp_dim=192, num_layers=4,
+                                                                 num_heads=4, decoder_channels=8))},
         steps=3, val_every=3, max_minutes=None, bench_shape=(64, 64, 64), bench_repeats=1),
     # the CPU reference run: the cpu profile's book scale (2 mm cases, 64³ crops, small models,
     # bf16 where the CPU has it), 1,000 steps per run: about 8-15 minutes per model on 2 quiet cores
@@ -119,7 +121,8 @@ SCALES = {
     "gpu": BookScale(
         name="gpu", device="cuda", profile="h100", shape=(240, 240, 155), voxel_mm=1.0, n_cases=32, n_held_out=6,
         val_fraction=0.125, settings=dict(steps_per_epoch=50, warmup_steps=50, num_workers=8),
-        models={"unetr": {}, "swin_unetr": {}, "unet3d": dict(model_kwargs=dict(channels=(32, 64, 128, 256, 320)))},
+        models={"unetr": {}, "swin_unetr": {}, "unet3d": dict(model_kwargs=dict(channels=(32, 64, 128, 256, 320))),
+                "setr": {}},
         steps=250, val_every=2, max_minutes=1.0, bench_shape=(240, 240, 155), bench_repeats=3),
 }
 
@@ -298,9 +301,9 @@ def run(scale: str, book: Path = Path("book"), chapters: tuple[str, ...] = CHAPT
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unetr_lib.book",
-                                     description="Execute the book's training chapters (8-10) with their outputs.")
+                                     description="Execute the book's training chapters (8-11) with their outputs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="execute chapters 8, 9 and 10 at a scale, resumably")
+    p = sub.add_parser("run", help="execute chapters 8 to 11 at a scale, resumably")
     p.add_argument("--scale", required=True, choices=sorted(SCALES), help="smoke (CI), cpu (reference run) or gpu")
     p.add_argument("--book", type=Path, default=Path("book"), help="the folder of the notebooks (default: book)")
     p.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS, help="which chapters, in order")

@@ -106,3 +106,22 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig]:
 def out_channels(config: TrainConfig) -> int:
     """3 regions (TC, WT, ET) for the sigmoid loss; 4 classes (background, NCR, ED, ET) for softmax."""
     return 4 if config.loss == "dice_ce" else 3
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> int:
+    """Copy the weights in ``path`` (a state dict holding part of ``model``'s) into ``model``.
+
+    Every key must be one of the model's, with the same shape; the model's other weights keep
+    their random initialisation. Returns the number of tensors copied. A mismatch raises a
+    ``ValueError`` naming the first bad key (a file made for another model or size)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise ValueError(f"{path}: {key!r} is not a parameter of {type(model).__name__} "
+                             f"(was the file made for another model?)")
+        if own[key].shape != value.shape:
+            raise ValueError(f"{path}: {key!r} has shape {tuple(value.shape)}, the model's is "
+                             f"{tuple(own[key].shape)} (was the file made for other model sizes?)")
+    model.load_state_dict(state, strict=False)
+    return len(state)

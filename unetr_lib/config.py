@@ -69,6 +69,7 @@ class TrainConfig:
     profile: str = "auto"
     stop_at_step: int | None = None  # stop early (saving `last`) without changing the schedule
     time_limit_minutes: float | None = None  # stop and save `last` after this long (for chunks)
+    init_weights: str | None = None  # start from these weights (part of the model's, e.g. a pre-trained encoder)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work, before any training.
@@ -112,6 +113,9 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ValueError(f"time_limit_minutes must be positive, got {self.time_limit_minutes}")
+        if self.init_weights is not None and not Path(self.init_weights).is_file():
+            raise ValueError(f"init_weights must be a file of weights (e.g. pretrain's encoder.pt), "
+                             f"{self.init_weights!r} is not a file")
         check_device_name(self.device)
         check_model_builds(self.model, len(self.modalities), self.roi, self.model_kwargs)
 
@@ -217,6 +221,8 @@ SMALL_MODELS = {  # the book scale: the smallest models that are still the paper
     "swin_unetr": dict(feature_size=12, num_heads=(1, 2, 2, 4), window_size=4),
     # 3D U-Net: four levels, 8 to 64 channels (the 3D U-Net paper: 32 to 256).
     "unet3d": dict(channels=(8, 16, 32, 64)),
+    # SETR (chapter 11): UNETR's encoder above with a SETR decoder of 32 channels (SETR: 256, in 2D).
+    "setr": dict(hidden_size=96, mlp_dim=384, num_layers=12, num_heads=4, decoder_channels=32),
 }
 BOOK_SHAPE = (120, 120, 78)
 """The book scale's volumes: BraTS's 240 x 240 x 155 field of view at 2 mm voxels."""
@@ -370,6 +376,7 @@ HELP = {  # what each setting means, for --help
     "profile": "hardware profile: auto, " + ", ".join(PROFILES) + " (see below)",
     "stop_at_step": "stop at this step (saving last.pt) without changing the schedule",
     "time_limit_minutes": "stop (validated, saving last.pt) after this many minutes",
+    "init_weights": "start from the weights in this file (part of the model's, e.g. the encoder.pt of pre-training)",
 }
 
 

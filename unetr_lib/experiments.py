@@ -1,4 +1,4 @@
-"""What the GPU chapters (8 to 10) share: the set-up of a run of a chapter, and budgeted training.
+"""What the GPU chapters (8 to 11) share: the set-up of a run of a chapter, and budgeted training.
 
 A chapter starts with ``session = start_session("08_training", SMOKE)``: it decides where data,
 runs and results go (a temporary folder in smoke mode, ``../data``, ``../runs`` and
@@ -102,7 +102,7 @@ class Session:
         ``settings`` (any field of :class:`~unetr_lib.config.TrainConfig`) override the defaults.
 
         Args:
-            model: "unetr", "swin_unetr" or "unet3d".
+            model: "unetr", "swin_unetr", "unet3d" or "setr".
             name: the run's folder name (default: the model's name).
             settings: further settings, e.g. ``data_root``, ``roi``, ``model_kwargs``.
         """

@@ -34,7 +34,7 @@ from monai.inferers import sliding_window_inference
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import config_of, out_channels, read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import config_of, load_initial_weights, out_channels, read_checkpoint, save_checkpoint, set_rng_states
 from .config import (
     LOSSES, RESUMABLE, TrainConfig, add_config_arguments, check_resume_changes, config_from_args,
     describe_profiles, given_settings, resume_config,
@@ -255,6 +255,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
         set_rng_states(payload["rng"])
         trim_log(log_path, step)
     else:  # everything is checked: only now the run folder is made (or emptied, with overwrite)
+        if config.init_weights is not None:
+            load_initial_weights(model, config.init_weights)
         out_dir.mkdir(parents=True, exist_ok=True)
         for old in (last, best, log_path, curves, out_dir / "summary.json"):
             old.unlink(missing_ok=True)
