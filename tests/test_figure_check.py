@@ -12,7 +12,7 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from unetr_lib.figure_check import MIN_PT, PAGE_WIDTH_PX, IllegibleFigureWarning, illegible_texts, seen_sizes, watch  # noqa: E402
+from unetr_lib.figure_check import MIN_PT, PAGE_WIDTH_PX, IllegibleFigureWarning, illegible_texts, seen_sizes, check_when_drawn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,13 +46,13 @@ def save_with_warnings(fig) -> list:
 
 def test_watch_warns_once_when_a_wide_figure_is_saved():
     fig, axes = plt.subplots(1, 5, figsize=(17, 3.5))
-    watch(fig)
+    check_when_drawn(fig)
     first = save_with_warnings(fig)
     assert len(first) == 1 and "narrower" in str(first[0].message)
     assert save_with_warnings(fig) == []  # once per figure
     plt.close(fig)
     small = plt.figure(figsize=(6, 3))
-    watch(small)
+    check_when_drawn(small)
     small.add_subplot().plot([1, 2])
     assert save_with_warnings(small) == []
     plt.close(small)

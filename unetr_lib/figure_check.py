@@ -13,7 +13,7 @@ The arithmetic (CSS pixels are 1/96 inch, points 1/72 inch):
   ``size * dpi / 72 * scale`` CSS pixels, which is ``size * dpi / 96 * scale`` pt.
 
 The book switches the check on for every figure with ``book/matplotlibrc`` (read by matplotlib
-when a chapter runs from ``book/``): its ``figure.hooks`` line calls :func:`watch` on each new
+when a chapter runs from ``book/``): its ``figure.hooks`` line calls :func:`check_when_drawn` on each new
 figure, and a warning printed by a notebook cell fails the book build.
 """
 
@@ -24,7 +24,7 @@ import warnings
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-__all__ = ["PAGE_WIDTH_PX", "MIN_PT", "IllegibleFigureWarning", "seen_sizes", "illegible_texts", "watch"]
+__all__ = ["PAGE_WIDTH_PX", "MIN_PT", "IllegibleFigureWarning", "seen_sizes", "illegible_texts", "check_when_drawn"]
 
 PAGE_WIDTH_PX = 720
 """Width in CSS pixels of the book's text column, where a figure is shown (measured in Chromium
@@ -76,6 +76,6 @@ def _warn_if_illegible(event) -> None:
             f"(fewer panels per row) or its fonts larger", IllegibleFigureWarning, stacklevel=2)
 
 
-def watch(fig: Figure) -> None:
+def check_when_drawn(fig: Figure) -> None:
     """Check ``fig`` the first time it is drawn (saved or shown). Called by ``figure.hooks``."""
     fig.canvas.mpl_connect("draw_event", _warn_if_illegible)
