@@ -249,3 +249,15 @@ def test_show_surfaces_bad_input():
         viz.show_surfaces(label, step_size=0)
     with pytest.raises(ValueError, match="3D Axes"):
         viz.show_surfaces(label, ax=plt.figure().add_subplot())
+
+
+def test_the_library_figures_are_legible_on_the_page():
+    """viz's own figures keep every text at 9 pt or more as seen on the book's page."""
+    from unetr_lib.figure_check import illegible_texts
+
+    image, truth = make_case()
+    figures = {"compare": viz.compare(image, truth, np.roll(truth, 2, axis=0)),
+               "show_planes": viz.show_planes(image, label=truth)}
+    for name, fig in figures.items():
+        fig.canvas.draw()
+        assert illegible_texts(fig) == [], f"viz.{name}: {illegible_texts(fig)[:3]}"

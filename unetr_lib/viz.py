@@ -232,7 +232,7 @@ def show_planes(image, slice_index: int | Sequence[int] | None = None,
     if len(slice_index) != 3:
         raise ValueError(f"slice_index must be one int or a voxel (i, j, k), got {slice_index!r}")
 
-    fig = fig if fig is not None else plt.figure(figsize=(9, 2.6 * len(names) + 0.6), layout="constrained")
+    fig = fig if fig is not None else plt.figure(figsize=(7.5, 2.3 * len(names) + 0.6), layout="constrained")
     fig.clear()
     axes = fig.subplots(len(names), len(PLANES), squeeze=False)
     for row, (name, volume) in enumerate(zip(names, image)):
@@ -327,7 +327,8 @@ def compare(image, truth, pred, scheme: str | LabelScheme = "brats2021", slice_i
     t = take_slice(truth_regions[REGIONS.index(region)], plane, slice_index)
     p = take_slice(pred_regions[REGIONS.index(region)], plane, slice_index)
 
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.8), layout="constrained")
+    fig, grid = plt.subplots(2, 2, figsize=(7.2, 8.0), layout="constrained")  # 2 x 2: legible at page width
+    axes = grid.ravel()
     _show_gray(axes[0], image2d)
     axes[0].set_title(f"{modality if _to_numpy(image).ndim == 4 else 'image'}, {plane} {slice_index}")
     overlay(image2d, take_slice(truth, plane, slice_index), s, ax=axes[1], legend=False)
@@ -338,7 +339,7 @@ def compare(image, truth, pred, scheme: str | LabelScheme = "brats2021", slice_i
     _draw_masks(axes[3], [t & p, p & ~t, t & ~p], [ERROR_COLOURS[e] for e in ("TP", "FP", "FN")], 0.8)
     axes[3].set_title(f"{region} errors")
     handles = _legend_handles() + [Patch(color=ERROR_COLOURS[e], label=ERROR_NAMES[e]) for e in ERROR_COLOURS]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=10)
     fig.suptitle("Dice (whole volume): " + "   ".join(f"{r} {d:.3f}" for r, d in scores.items()))
     return fig
 
