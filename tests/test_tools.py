@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from unetr_lib import bench, tools
-from unetr_lib.nets import MultiHeadSelfAttention
+from unetr_lib.nets import UNETR, MultiHeadSelfAttention, SwinUNETR
 from unetr_lib.tools import (ShapeError, best_time, check_shape, count_flops, count_parameters, flops_by_module,
-                             median_time, peak_memory_mib, time_calls)
+                             median_time, paper_gflops, peak_memory_mib, thop_count, time_calls)
 
 
 def test_check_shape_passes_returns_and_prints(capsys):
@@ -163,3 +163,91 @@ def test_peak_memory_without_proc_is_nan(monkeypatch):
 
 def test_count_parameters_is_the_library_one():
     assert count_parameters(nn.Linear(3, 2)) == 3 * 2 + 2
+
+
+# ----- thop_count: the convention of the papers' FLOP tables (chapters 6 and 7) -----
+
+def thop_0_1_1():
+    """The thop profiler of the test extra (thop 0.1.1); its rules are THOP_RULES["thop-0.1.1"]."""
+    thop = pytest.importorskip("thop")
+    if not getattr(thop, "__version__", "").startswith("0.1.1"):
+        pytest.skip(f"needs thop 0.1.1 (the test extra's), found {getattr(thop, '__version__', '?')}")
+    return thop
+
+
+def thop_macs(model, x):
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # thop prints a line per module type
+        macs, params = thop_0_1_1().profile(model, (x,), verbose=False)
+    return int(macs), int(params)
+
+
+def small_models():
+    """Small UNETR and Swin UNETR, ours and MONAI's, with their inputs: every module type of the big ones.
+
+    On the meta device (the rules read only shapes), so that counting costs no arithmetic."""
+    from monai.networks.nets import UNETR as MonaiUNETR
+    from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
+
+    unetr = dict(img_size=32, feature_size=8, hidden_size=48, mlp_dim=96, num_heads=4)
+    x_unetr = torch.empty(1, 2, 32, 32, 32, device="meta")  # (B, C, H, W, D)
+    x_swin = torch.empty(1, 2, 64, 64, 64, device="meta")
+    models = [("ours UNETR", UNETR(2, 3, **unetr), x_unetr), ("MONAI UNETR", MonaiUNETR(2, 3, **unetr), x_unetr),
+              ("ours Swin UNETR", SwinUNETR(2, 3, feature_size=12), x_swin),
+              ("MONAI Swin UNETR", MonaiSwinUNETR(in_channels=2, out_channels=3, feature_size=12), x_swin)]
+    return [(name, model.to("meta").eval(), x) for name, model, x in models]
+
+
+def test_thop_count_equals_thop_on_small_models():
+    for name, model, x in small_models():
+        count = thop_count(model, x, rules="thop-0.1.1")
+        assert (count.macs, count.params) == thop_macs(model, x), name
+        assert count.macs == sum(count.by_module.values())
+
+
+def test_thop_counts_a_transposed_convolution_eight_times():
+    """The rule behind the papers' numbers: a 2×2×2, stride-2 transposed conv counted on its output voxels."""
+    up = nn.ConvTranspose3d(16, 8, kernel_size=2, stride=2)
+    x = torch.randn(1, 16, 6, 6, 6)  # (B, C_in, 6³) -> (B, C_out, 12³)
+    true_macs = count_flops(up, x) // 2
+    assert true_macs == 6**3 * 16 * 8 * 2**3  # input voxels x C_in x C_out x kernel taps
+    assert thop_count(up, x, rules="thop-0.1.1").macs == thop_macs(up, x)[0] == 8 * true_macs
+    assert thop_count(up, x).macs == 8 * true_macs + 12**3 * 8  # thop 0.0.31 adds 1 per output for the bias
+
+
+def test_thop_rules_differ_where_documented():
+    """thop 0.0.31 (the papers') against 0.1.1: bias, LeakyReLU and the norms."""
+    model = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.LeakyReLU(),
+                          nn.Linear(6, 5, bias=False), nn.LayerNorm(5))
+    x = torch.randn(1, 2, 6, 6, 6)
+    n, conv = 4 * 6**3, 4 * 6**3 * 2 * 27  # conv output elements, its multiply-accumulates
+    linear = 4 * 6 * 6 * 5 * 6
+    old, new = thop_count(model, x), thop_count(model, x, rules="thop-0.1.1")
+    assert old.by_module == {"0": conv + n, "2": n, "3": linear}  # no rule for the norms
+    assert new.by_module == {"0": conv, "1": 2 * n, "2": 0, "3": linear, "4": 2 * 2 * (4 * 6 * 6 * 5)}
+    assert old.params == count_parameters(model) - 2 * 5  # the LayerNorm's weights are not counted
+    with pytest.raises(ValueError, match="rules must be one of"):
+        thop_count(model, x, rules="fvcore")
+
+
+def test_papers_figures_are_half_of_thop_0_0_31():
+    """UNETR's 41.19 G / 92.58 M (1 channel, 96³) and Swin UNETR's 394.84 G / 61.98 M (4 -> 3, 128³, f = 48).
+
+    Counted on the meta device: the full-size models cost no memory and no arithmetic here."""
+    from monai.networks.nets import UNETR as MonaiUNETR
+
+    with torch.device("meta"):
+        x_ct, x_brats = torch.empty(1, 1, 96, 96, 96), torch.empty(1, 4, 128, 128, 128)
+        btcv, binary, monai_btcv = UNETR(1, 14, 96), UNETR(1, 2, 96), MonaiUNETR(1, 14, 96)
+        swin = SwinUNETR(4, 3, feature_size=48)
+    assert round(paper_gflops(binary, x_ct), 2) == 41.19  # 2 output channels; 14 give 41.28
+    assert round(paper_gflops(btcv, x_ct), 2) == 41.28
+    assert thop_count(btcv, x_ct)[:2] == thop_count(monai_btcv, x_ct)[:2]  # MONAI's model: the same MACs, params
+    assert round(thop_count(btcv, x_ct).params / 1e6, 2) == 92.58
+    assert count_parameters(btcv) - thop_count(btcv, x_ct).params == 216 * 768 + 25 * 2 * 768  # E_pos, 25 LayerNorms
+    assert round(paper_gflops(swin, x_brats), 2) == 394.84
+    assert round(thop_count(swin, x_brats).params / 1e6, 2) == 61.98
+    assert round(paper_gflops(btcv, x_ct) / (count_flops(btcv, x_ct) / 2e9), 2) == 0.56  # paper / true MACs
+    assert round(paper_gflops(swin, x_brats) / (count_flops(swin, x_brats) / 2e9), 2) == 0.51

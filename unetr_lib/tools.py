@@ -6,6 +6,7 @@ written once (d2l's practice). Each function says which chapter explains what it
     check_shape(x, (B, N, K), "tokens")      # fails loudly, prints quietly, returns x
     best_time(lambda: model(x), repeat=3)    # seconds, the fastest of 3 timed calls
     count_flops(model, x)                    # FLOPs, 2 per multiply-accumulate
+    thop_count(model, x).macs                # MACs as the thop profiler counts them (the papers' tables)
     peak_memory_mib(lambda: model(x))        # how far memory rises while it runs
 """
 
@@ -15,6 +16,7 @@ import math
 import numbers
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,8 +26,8 @@ from .bench import cpu_peak_rise_gib, interleaved_times, sync
 from .nets import count_parameters
 
 __all__ = [
-    "ShapeError", "best_time", "check_shape", "count_flops", "count_parameters", "flops_by_module",
-    "median_time", "peak_memory_mib", "time_calls",
+    "THOP_RULES", "ShapeError", "ThopCount", "best_time", "check_shape", "count_flops", "count_parameters",
+    "flops_by_module", "median_time", "paper_gflops", "peak_memory_mib", "thop_count", "time_calls",
 ]
 
 
@@ -173,3 +175,173 @@ def flops_by_module(model: nn.Module, *args, **kwargs) -> dict[str, int]:
     with FlopCounterMode(display=False, depth=None) as counter, torch.no_grad():
         model(*args, **kwargs)
     return {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The papers' convention: multiply-accumulates as the thop profiler counts them
+# ---------------------------------------------------------------------------------------------
+
+def _conv_thop_0_0_31(m, x, y) -> int:
+    # every output element: C_in / groups x kernel taps, + 1 for the bias; the same for a transposed conv
+    return y.numel() * (m.in_channels // m.groups * math.prod(m.kernel_size) + (m.bias is not None))
+
+
+def _conv_thop_0_1_1(m, x, y) -> int:
+    # as 0.0.31 without the bias
+    return y.numel() * (x.shape[1] // m.groups) * math.prod(m.kernel_size)
+
+
+def _linear(m, x, y) -> int:
+    return y.numel() * m.in_features
+
+
+def _per_element(m, x, y) -> int:
+    return x.numel()
+
+
+def _norm_thop_0_0_31(m, x, y) -> int:
+    return 2 * x.numel()
+
+
+def _norm_thop_0_1_1(m, x, y) -> int:
+    affine = getattr(m, "affine", False) or getattr(m, "elementwise_affine", False)
+    return 2 * x.numel() * (2 if affine else 1)
+
+
+def _softmax(m, x, y) -> int:
+    n = x.shape[m.dim]
+    return x.numel() // n * (3 * n - 1)  # n exponentials, n - 1 additions, n divisions per row
+
+
+def _zero(m, x, y) -> int:
+    return 0
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ZERO = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.ZeroPad2d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+THOP_RULES: dict[str, dict[type, Callable]] = {
+    "thop-0.0.31": {
+        **dict.fromkeys(_CONVS, _conv_thop_0_0_31), nn.Linear: _linear,
+        **dict.fromkeys(_BATCH_NORMS, _norm_thop_0_0_31), nn.LeakyReLU: _per_element,
+        **dict.fromkeys(_ZERO, _zero),
+    },
+    "thop-0.1.1": {
+        **dict.fromkeys(_CONVS, _conv_thop_0_1_1), nn.Linear: _linear,
+        **dict.fromkeys(_BATCH_NORMS + (nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
+                        _norm_thop_0_1_1),
+        nn.Softmax: _softmax, nn.LeakyReLU: _zero,
+        **dict.fromkeys(_ZERO + (nn.Sequential, nn.PixelShuffle), _zero),
+    },
+}
+"""The thop profiler's counting rules, per module type, for the layers of this library's models and
+MONAI's: ``"thop-0.0.31"`` is thop 0.0.31.post2005241907, what ``pip install thop`` gave from May 2020
+to June 2022, when UNETR and Swin UNETR were published; ``"thop-0.1.1"`` is thop
+0.1.1.post2209072238, what it gives today. See :func:`thop_count`."""
+
+
+class ThopCount(NamedTuple):
+    """What :func:`thop_count` returns."""
+
+    macs: int
+    """multiply-accumulates of the forward pass, by thop's rules"""
+    params: int
+    """parameters of the modules that have a rule and ran (thop's parameter count)"""
+    by_module: dict[str, int]
+    """module path (``"decoder2.up"``) -> its MACs, for every module that has a rule and ran"""
+
+
+def thop_count(model: nn.Module, *inputs, rules: str = "thop-0.0.31") -> ThopCount:
+    """Count one forward pass of ``model(*inputs)`` the way the thop profiler does.
+
+    The UNETR and Swin UNETR papers give "FLOPs" without saying how they counted. Their figures,
+    41.19 G and 394.84 G, are half of what thop 0.0.31 reports (chapter 6, 06_unetr, §6.7, and
+    chapter 7, 07_swin_unetr, §7.10, check it), so this function counts by thop's rules, written
+    from scratch with forward hooks (tests/test_tools.py checks it against thop itself).
+
+    thop puts a forward hook on every module whose *exact* type has a rule (a subclass is not
+    counted) and adds up what the hooks compute from the shapes; a module without a rule counts
+    0 and its children are visited instead. The rules, and how they differ from the true count
+    of :func:`count_flops` (FlopCounterMode, every matrix product and convolution that runs):
+
+    - ``Conv1d/2d/3d``: output elements x C_in / groups x kernel taps. This is the true count
+      (0.0.31 adds 1 per output element for the bias, which the true count leaves out).
+    - ``ConvTranspose1d/2d/3d``: the *same formula*, on the output elements. A transposed
+      convolution with kernel = stride = 2 in 3D turns each input voxel into a 2³ block, so each
+      output element receives one tap per input channel, not 8: the true count is output
+      elements x C_in, and thop counts **8 times too much** (stride³ in general).
+    - ``Linear``: output elements x in_features, the true count.
+    - ``LeakyReLU``: 1 per element in 0.0.31, 0 in 0.1.1; the true count has no elementwise work.
+    - norms: 0.0.31 has no rule for ``LayerNorm`` or ``InstanceNorm``, so they count 0 (and
+      their parameters are not counted); 0.1.1 counts 2 per element, 4 with learned weights.
+      ``BatchNorm`` counts 2 per element in 0.0.31. This library's ``InstanceNorm`` is its own
+      module and counts 0 in both.
+    - ``Softmax`` modules: 3n - 1 per row of n in 0.1.1 only.
+    - everything else counts 0: ``GELU``, and above all **the attention products q kᵀ and A v**,
+      which are ``torch.matmul`` (or ``einsum``, or fused) calls inside an attention module, not
+      modules, so no hook sees them.
+
+    Parameters are counted as thop counts them: those of the modules with a rule that ran. A
+    parameter held directly by a module without a rule is left out: UNETR's ``E_pos``, Swin's
+    relative position bias tables, and (0.0.31) every LayerNorm's weights. That is how the
+    papers' 92.58 M and 61.98 M come about.
+
+    One difference from thop: a bare layer passed as ``model`` is counted (thop 0.0.31's
+    ``profile`` returns 0 for a model without children).
+
+    Args:
+        model: the network; it runs once under ``no_grad`` (on the ``meta`` device too, since the
+            rules read only shapes).
+        inputs: its positional inputs.
+        rules: a key of :data:`THOP_RULES`, ``"thop-0.0.31"`` (the papers') or ``"thop-0.1.1"``.
+
+    Returns:
+        a :class:`ThopCount` (``macs``, ``params``, ``by_module``).
+    """
+    if rules not in THOP_RULES:
+        raise ValueError(f"rules must be one of {sorted(THOP_RULES)}, got {rules!r}")
+    table = THOP_RULES[rules]
+    counted: dict[str, nn.Module] = {}
+
+    def visit(module: nn.Module, path: str) -> None:
+        # thop's walk: a module with a rule is counted as a whole (its children are not visited),
+        # except containers, whose children are; a module without a rule hands over to its children
+        if type(module) in table and not isinstance(module, (nn.Sequential, nn.ModuleList)):
+            counted[path] = module
+            return
+        for name, child in module.named_children():
+            visit(child, f"{path}.{name}" if path else name)
+
+    visit(model, "")
+    macs = dict.fromkeys(counted, 0)
+    ran: set[str] = set()
+
+    def hook_for(path: str, rule: Callable):
+        def hook(module, args, output):
+            macs[path] += int(rule(module, args[0], output))
+            ran.add(path)
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(path, table[type(module)])) for path, module in counted.items()]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    by_module = {path: macs[path] for path in counted if path in ran}
+    params = sum(p.numel() for path in by_module for p in counted[path].parameters())
+    return ThopCount(sum(by_module.values()), params, by_module)
+
+
+def paper_gflops(model: nn.Module, *inputs) -> float:
+    """The "GFLOPs" of the UNETR and Swin UNETR papers: half of thop 0.0.31's MAC count, in G.
+
+    Half, not double: a FLOP count with 2 FLOPs per multiply-accumulate would be *twice* the MACs.
+    The papers do not say why they halved; both figures, 41.19 and 394.84, simply equal half of
+    ``thop_count(model, x).macs`` to two decimals for the configurations chapters 6 and 7 build.
+    The result is therefore neither FLOPs nor MACs: about 0.56 (UNETR) and 0.51 (Swin UNETR) of the
+    true MAC count. Use it only to compare with those tables; see :func:`thop_count` for the rules.
+    """
+    return thop_count(model, *inputs, rules="thop-0.0.31").macs / 2e9
