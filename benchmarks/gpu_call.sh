@@ -24,7 +24,7 @@ fi
 python3 -m ipykernel install --user --name python3 > /dev/null 2>&1 || true
 started=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU (rehearsal)"
-python3 -m unetr_lib.book run --scale "$SCALE" --out "$OUT"
+python3 -m unetr_lib.book run --scale "$SCALE" --out "$OUT" --chapters 08_training 09_evaluation 10_ablations
 echo "chapters 8-10: $(( $(date +%s) - started )) s"
 if [ "$SCALE" = smoke ]; then
     python3 -m unetr_lib.bench --device cpu --small --repeats 2 --json "$OUT/bench.json" --overwrite

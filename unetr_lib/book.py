@@ -1,4 +1,4 @@
-"""The scales of Part III and the runner that executes chapters 8 to 11 with their outputs.
+"""The scales of Part III and the runner that executes chapters 8, 9 and 10 with their outputs.
 
 Chapters 8 (training), 9 (evaluation) and 10 (ablations) train models, so the book build does
 not execute them: their pages show the outputs of one committed run. This module holds the
@@ -41,8 +41,8 @@ from pathlib import Path
 from .config import BOOK_SHAPE, SMALL_MODELS
 from .experiments import RESULTS_DIR_VARIABLE, SESSION_MINUTES_VARIABLE, SMOKE_DIR_VARIABLE
 
-CHAPTERS = ("08_training", "09_evaluation", "10_ablations", "11_open_questions")
-"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs; 11 trains its own)."""
+CHAPTERS = ("08_training", "09_evaluation", "10_ablations")
+"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs)."""
 SCALE_LINE = re.compile(r'^SCALE\s*=\s*"(\w+)"', re.M)
 
 
@@ -301,9 +301,9 @@ def run(scale: str, book: Path = Path("book"), chapters: tuple[str, ...] = CHAPT
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unetr_lib.book",
-                                     description="Execute the book's training chapters (8-11) with their outputs.")
+                                     description="Execute the book's training chapters (8-10) with their outputs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="execute chapters 8 to 11 at a scale, resumably")
+    p = sub.add_parser("run", help="execute chapters 8, 9 and 10 at a scale, resumably")
     p.add_argument("--scale", required=True, choices=sorted(SCALES), help="smoke (CI), cpu (reference run) or gpu")
     p.add_argument("--book", type=Path, default=Path("book"), help="the folder of the notebooks (default: book)")
     p.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS, help="which chapters, in order")

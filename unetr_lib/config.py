@@ -221,7 +221,7 @@ SMALL_MODELS = {  # the book scale: the smallest models that are still the paper
     "swin_unetr": dict(feature_size=12, num_heads=(1, 2, 2, 4), window_size=4),
     # 3D U-Net: four levels, 8 to 64 channels (the 3D U-Net paper: 32 to 256).
     "unet3d": dict(channels=(8, 16, 32, 64)),
-    # SETR (chapter 11): UNETR's encoder above with a SETR decoder of 32 channels (SETR: 256, in 2D).
+    # SETR: UNETR's encoder above with a SETR decoder of 32 channels (SETR: 256, in 2D).
     "setr": dict(hidden_size=96, mlp_dim=384, num_layers=12, num_heads=4, decoder_channels=32),
 }
 BOOK_SHAPE = (120, 120, 78)

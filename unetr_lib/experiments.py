@@ -1,4 +1,4 @@
-"""What the GPU chapters (8 to 11) share: the set-up of a run of a chapter, and budgeted training.
+"""What the GPU chapters (8 to 10) share: the set-up of a run of a chapter, and budgeted training.
 
 A chapter starts with ``session = start_session("08_training", SMOKE)``: it decides where data,
 runs and results go (a temporary folder in smoke mode, ``../data``, ``../runs`` and

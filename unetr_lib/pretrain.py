@@ -15,7 +15,7 @@ images nobody has labelled. Tang et al. pre-trained Swin UNETR's Swin transforme
 The loss is the sum of the three (Tang et al. weight them equally). Afterwards only the encoder
 is kept: :func:`pretrain` writes its weights under SwinUNETR's parameter names (``swin.*``), and a
 training run starts from them with ``init_weights`` (:class:`unetr_lib.config.TrainConfig`), the
-decoder starting from random weights as usual. Chapter 11 compares that with training from scratch.
+decoder starting from random weights as usual.
 
 Differences from the paper, all for a CPU: a small encoder (the book scale), 64³ crops, hundreds
 instead of 450,000 steps, instance norm and ReLU between the reconstruction decoder's transposed

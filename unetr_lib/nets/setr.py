@@ -13,7 +13,7 @@ of which start from the token grid (B, K, H/P, W/P, D/P) and must grow it P time
   upsampled 4x; the four are concatenated and a 1x1 convolution plus an upsampling by P/4
   gives the classes.
 
-UNETR's decoder differs from all three in one respect that chapter 11 measures: it also has a
+UNETR's decoder differs from all three in one respect: it also has a
 skip connection from the raw input (encoder1), so fine boundaries need not come from 16³ patch
 tokens. SETR's paper used 2D images, batch norm and 256 decoder channels; here the 3D version
 uses instance norm (batches of 1 or 2) and ``decoder_channels`` (64 by default).
