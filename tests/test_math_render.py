@@ -232,7 +232,8 @@ def test_every_formula_of_the_book_renders(tmp_path_factory, capsys):
     with capsys.disabled():
         print(f"\nformula render check: {len(pages)} pages in {seconds:.0f} s; screenshots in {shots}")
         for name, (report, found) in results.items():
-            print(f"  {name}: {report.get('math_nodes', '?')} math elements, {len(found)} problems")
+            counts = f"{report.get('math_nodes', '?')} math elements, {report.get('containers', '?')} MathJax containers"
+            print(f"  {name}: {counts}, {len(found)} problems")
     failures = [f"{name}: {p}" for name, (_, found) in results.items() for p in found]
     assert not failures, "formulas that do not render:\n" + "\n".join(failures)
 
@@ -268,7 +269,7 @@ def test_the_checker_catches_broken_math(body, expected, tmp_path):
     require_pieces(need_book=False)
     page = tmp_path / "page.html"
     page.write_text(PAGE % body, encoding="utf-8")
-    ((report, found),) = check_site(tmp_path, [page], tmp_path, window_height=1000).values()
+    ((_, found),) = check_site(tmp_path, [page], tmp_path, window_height=1000).values()
     assert len(found) == len(expected), found
     for problem, start in zip(found, expected):
         assert problem.startswith(start), found
