@@ -168,6 +168,11 @@ def _legend_handles(regions: bool = False) -> list:
     return [Patch(color=CLASS_COLOURS[c], label=CLASS_NAMES[c]) for c in CLASSES]
 
 
+LEGEND_PT = 9.5
+"""Font size of the legends drawn inside a panel: at least the 9 pt that :mod:`unetr_lib.figure_check`
+asks of every text on the book's page (matplotlib's "small", 8.3 pt, is below it)."""
+
+
 def overlay(image2d, label2d, scheme: str | LabelScheme = "brats2021", ax: Axes | None = None,
             alpha: float = 0.45, regions: bool = False, legend: bool = True) -> Axes:
     """Draw a 2D MRI slice with its tumour labels in the book's fixed colours, and return the Axes.
@@ -203,7 +208,7 @@ def overlay(image2d, label2d, scheme: str | LabelScheme = "brats2021", ax: Axes 
         masks = [label2d == s.values[c] for c in CLASSES]
         _draw_masks(ax, masks, [CLASS_COLOURS[c] for c in CLASSES], alpha)
     if legend:
-        ax.legend(handles=_legend_handles(regions), loc="upper right", fontsize="small")
+        ax.legend(handles=_legend_handles(regions), loc="upper right", fontsize=LEGEND_PT)
     return ax
 
 
@@ -421,7 +426,7 @@ def show_surfaces(label_or_regions, scheme: str | LabelScheme = "brats2021",
         high = np.array([s.stop for s in box]) * spacing  # (3,) mm
         ax.set(xlim=(low[0], high[0]), ylim=(low[1], high[1]), zlim=(low[2], high[2]))
         ax.set_box_aspect(tuple(high - low))  # millimetres look the same along every axis
-        ax.legend(handles=handles, loc="upper right", fontsize="small")
+        ax.legend(handles=handles, loc="upper right", fontsize=LEGEND_PT)
     ax.set(xlabel="i (mm)", ylabel="j (mm)", zlabel="k (mm)")
     ax.set_title(title if title is not None else (", ".join(drawn) or "no tumour voxels"))
     return fig
