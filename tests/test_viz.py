@@ -256,8 +256,10 @@ def test_the_library_figures_are_legible_on_the_page():
     from unetr_lib.figure_check import illegible_texts
 
     image, truth = make_case()
+    _, ax = plt.subplots(figsize=(3, 3))  # one panel with overlay's own legend
+    viz.overlay(image[0, :, :, 16], truth[:, :, 16], ax=ax, legend=True)
     figures = {"compare": viz.compare(image, truth, np.roll(truth, 2, axis=0)),
-               "show_planes": viz.show_planes(image, label=truth)}
+               "show_planes": viz.show_planes(image, label=truth), "overlay": ax.figure}
     for name, fig in figures.items():
         fig.canvas.draw()
         assert illegible_texts(fig) == [], f"viz.{name}: {illegible_texts(fig)[:3]}"
