@@ -1,10 +1,12 @@
 """The book's runner (``python -m unetr_lib.book``) and its scales, without executing a chapter."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +81,13 @@ def test_cli_reports_bad_input_in_one_line():
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1
     assert "has no notebook for 08_training" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_environment_records_what_can_change_a_result():
+    from unetr_lib.book import environment
+
+    record = environment()
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. "AVX2": kernels differ by it
+    assert record["numpy"] == np.__version__ and record["torch"] == torch.__version__
+    assert record["device"] and record["cpu_cores"] >= 1
+    json.dumps(record)  # a results file stores it as it is

@@ -1,10 +1,10 @@
-"""The scales of Part III and the runner that executes chapters 8, 9 and 10 with their outputs.
+"""The scales of Part III and the runner that executes chapters 8 to 11 with their outputs.
 
-Chapters 8 (training), 9 (evaluation) and 10 (ablations) train models, so the book build does
-not execute them: their pages show the outputs of one committed run. This module holds the
+Chapters 8 (training), 9 (evaluation), 10 (ablations) and 11 (open questions) train models, so
+the book build does not execute them: their pages show the outputs of one committed run. This module holds the
 three sizes such a run can have, and the command that makes one::
 
-    python -m unetr_lib.book run --scale cpu    # the CPU reference run (about an hour on 2 cores)
+    python -m unetr_lib.book run --scale cpu    # the CPU reference run (hours on 2 cores; see README)
     python -m unetr_lib.book run --scale gpu    # the papers' model sizes on one H100/H200
     python -m unetr_lib.book run --scale smoke  # the code path in a few minutes (what CI runs)
 
@@ -41,8 +41,8 @@ from pathlib import Path
 from .config import BOOK_SHAPE, SMALL_MODELS
 from .experiments import RESULTS_DIR_VARIABLE, SESSION_MINUTES_VARIABLE, SMOKE_DIR_VARIABLE
 
-CHAPTERS = ("08_training", "09_evaluation", "10_ablations")
-"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs)."""
+CHAPTERS = ("08_training", "09_evaluation", "10_ablations", "11_open_questions")
+"""The chapters the runner executes, in order (9 and 10 read chapter 8's data and runs; 11 its data and record)."""
 SCALE_LINE = re.compile(r'^SCALE\s*=\s*"(\w+)"', re.M)
 
 
@@ -159,8 +159,14 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
-    """What a results file records about the machine: device, CPU cores, load, versions."""
+    """What a results file records about the machine: device, CPU cores, load, versions.
+
+    ``cpu_capability`` is the widest vector instruction set PyTorch's CPU kernels use here
+    ("AVX2", "AVX512", ...): two machines that report the same processor name can differ in it,
+    and then they add and round in other orders, so one seed need not give one result on both.
+    ``numpy`` is recorded because the synthetic cases are made with it."""
     import monai
+    import numpy
     import torch
 
     from . import __version__
@@ -170,7 +176,9 @@ def environment() -> dict:
     return {"device": torch.cuda.get_device_name(0) if cuda else cpu_name(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_1_5_15": None if load is None else [round(x, 2) for x in load],
-            "torch": torch.__version__, "monai": monai.__version__, "unetr_lib": __version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "monai": monai.__version__, "numpy": numpy.__version__,
+            "unetr_lib": __version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
