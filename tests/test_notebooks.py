@@ -9,7 +9,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
-GPU_CHAPTERS = {"08_training", "09_evaluation", "10_ablations"}
+GPU_CHAPTERS = {"08_training", "09_evaluation", "10_ablations", "11_open_questions"}
 REQUIRED_HEADINGS = ("Learning goals", "Summary", "Exercises", "Questions from the notes")
 
 
