@@ -57,6 +57,16 @@ def test_full_session_paths_and_time_budget(tmp_path, monkeypatch):
         start_session("", smoke=True)
 
 
+def test_record_of_reads_another_chapters_record_beside_its_own(session, tmp_path, monkeypatch):
+    assert session.record_of("10_ablations") is None  # smoke mode keeps no records
+    monkeypatch.setenv(experiments.RESULTS_DIR_VARIABLE, str(tmp_path / "results"))
+    s = start_session("11_open_questions", smoke=False, root=tmp_path)
+    assert s.record_of("10_ablations") is None  # not written yet
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "10_ablations.json").write_text('{"scale": "cpu"}')
+    assert s.record_of("10_ablations") == {"scale": "cpu"}
+
+
 def test_config_for_builds_on_build_config(session, data_root):
     config = session.config_for("unetr", data_root=str(data_root), roi=(32, 32, 32))
     assert config.model == "unetr" and config.profile == "cpu" and config.roi == (32, 32, 32)

@@ -67,7 +67,7 @@ def test_chapter_writes_its_record(smoke_run, chapter):
     out, _, _ = smoke_run
     record = json.loads((out / "results" / f"{chapter}.json").read_text())
     assert record["chapter"] == chapter and record["scale"] == "smoke"
-    for key in ("device", "torch", "monai", "unetr_lib", "cpu_cores", "load_average_1_5_15"):
+    for key in ("device", "cpu_capability", "torch", "monai", "numpy", "unetr_lib", "cpu_cores", "load_average_1_5_15"):
         assert key in record, f"{chapter}.json lacks {key}"
     if chapter == "08_training":
         for model in ("unetr", "swin_unetr"):

@@ -86,6 +86,14 @@ class Session:
         """The disk caches of all chapters' runs, one folder per pipeline (see :meth:`config_for`)."""
         return self.runs / "cache"
 
+    def record_of(self, chapter: str) -> dict | None:
+        """The record ``chapter`` wrote beside this session's own (the same results folder, so the
+        same run of the book), or None: in smoke mode, which writes no records, or where there is none."""
+        if self.results is None:
+            return None
+        path = self.results.parent / f"{chapter}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def minutes_left(self) -> float:
         """Minutes left in this run of the notebook (``session_minutes``), or infinity."""
         if self.session_minutes is None:
